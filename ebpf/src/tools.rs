@@ -1,0 +1,19 @@
+//! Programs the benchmark and testbed use; never loaded on a production router.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod bench_gen;
+#[cfg(target_arch = "bpf")]
+mod bench_sink;
+#[cfg(target_arch = "bpf")]
+mod redirect_only;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

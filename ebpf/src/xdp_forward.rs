@@ -1,0 +1,243 @@
+//! XDP forwarding: route lookup, TTL/hop-limit and checksum update, MAC rewrite, redirect.
+//!
+//! Every decision comes from a map written by userspace (`dcmesh-schema` has the layouts).
+//! Anything the fast path does not own (local delivery, TTL expiry, non-IP, link-local,
+//! multicast, IPv6 hop-by-hop options, oversize packets) is handed to the kernel with
+//! `XDP_PASS`, so the kernel keeps doing ICMP, ARP/ND and fragmentation. Every packet moves
+//! exactly one counter.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{lpm_trie::Key, Array, DevMap, LpmTrie, PerCpuArray},
+    programs::XdpContext,
+};
+use dcmesh_ebpf::{
+    csum,
+    hdr::{
+        ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_HOPOPTS,
+        IPV4_LEN, IPV6_LEN,
+    },
+};
+use dcmesh_schema::{
+    Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP, MAX_NEXTHOPS,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NH_F_VALID, NUM_COUNTERS, ROUTE_F_BLACKHOLE,
+    ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
+};
+
+// Map names must equal `dcmesh_schema::maps::*` (the loader test checks every one exists).
+#[map]
+static DCMESH_ROUTES_V4: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V4, 0);
+#[map]
+static DCMESH_ROUTES_V6: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
+#[map]
+static DCMESH_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+#[map]
+static DCMESH_NH_DOWN: Array<u32> = Array::with_max_entries(MAX_NEXTHOPS, 0);
+#[map]
+static DCMESH_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
+#[map]
+static DCMESH_CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
+#[map]
+static DCMESH_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+#[xdp]
+pub fn dcmesh_xdp_forward(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let (counter, action) = forward(start, end);
+    count(counter, (end - start) as u64);
+    action
+}
+
+#[inline(always)]
+fn count(c: Counter, bytes: u64) {
+    if let Some(cell) = DCMESH_COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU cell, no concurrent writer on this CPU.
+        unsafe {
+            (*cell).packets += 1;
+            (*cell).bytes += bytes;
+        }
+    }
+}
+
+const PASS: u32 = xdp_action::XDP_PASS;
+const DROP: u32 = xdp_action::XDP_DROP;
+
+#[inline(always)]
+fn forward(start: usize, end: usize) -> (Counter, u32) {
+    let Some(eth) = ptr_at::<EthHdr>(start, end, 0) else {
+        return (Counter::DropMalformed, DROP);
+    };
+    // SAFETY: ptr_at checked the header lies inside the packet.
+    let eth = unsafe { &mut *eth };
+    if eth.dst[0] & 1 != 0 {
+        return (Counter::PassMulticast, PASS);
+    }
+    match u16::from_be_bytes(eth.proto) {
+        ETH_P_IP => forward_v4(start, end, eth),
+        ETH_P_IPV6 => forward_v6(start, end, eth),
+        _ => (Counter::PassNonIp, PASS),
+    }
+}
+
+/// What a route lookup decided, before the TTL check.
+enum Decision {
+    Done(Counter, u32),
+    Send(&'static NextHop),
+}
+
+#[inline(always)]
+fn route_decision(route: Option<&Route>) -> Decision {
+    let Some(route) = route else {
+        let drop = DCMESH_CONFIG
+            .get(0)
+            .is_some_and(|c| c.flags & CFG_F_MISS_DROP != 0);
+        return if drop {
+            Decision::Done(Counter::DropMiss, DROP)
+        } else {
+            Decision::Done(Counter::PassMiss, PASS)
+        };
+    };
+    let flags = route.flags;
+    if flags & (ROUTE_F_LOCAL | ROUTE_F_KERNEL | ROUTE_F_BLACKHOLE) != 0 {
+        return if flags & ROUTE_F_LOCAL != 0 {
+            Decision::Done(Counter::PassLocal, PASS)
+        } else if flags & ROUTE_F_KERNEL != 0 {
+            Decision::Done(Counter::PassKernelRoute, PASS)
+        } else {
+            Decision::Done(Counter::DropBlackhole, DROP)
+        };
+    }
+    let mut id = route.nexthop;
+    if is_down(id) {
+        if flags & ROUTE_F_HAS_ALT == 0 || is_down(route.alt_nexthop) {
+            return Decision::Done(Counter::DropNextHopDown, DROP);
+        }
+        id = route.alt_nexthop;
+    }
+    match DCMESH_NEXTHOPS.get(id) {
+        Some(nh) if nh.flags & NH_F_VALID != 0 && id != 0 => Decision::Send(nh),
+        _ => Decision::Done(Counter::DropNoNextHop, DROP),
+    }
+}
+
+#[inline(always)]
+fn is_down(id: u32) -> bool {
+    DCMESH_NH_DOWN.get(id).is_some_and(|d| *d != 0)
+}
+
+/// Writes the next hop's MACs and redirects through its port.
+#[inline(always)]
+fn transmit(eth: &mut EthHdr, nh: &NextHop, ok: Counter) -> (Counter, u32) {
+    eth.dst = nh.dst_mac;
+    eth.src = nh.src_mac;
+    match DCMESH_TX_PORTS.redirect(nh.port, 0) {
+        Ok(action) => (ok, action),
+        Err(_) => (Counter::DropNoPort, DROP),
+    }
+}
+
+#[inline(always)]
+fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(start, end, ETH_LEN) else {
+        return (Counter::DropMalformed, DROP);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &mut *ip };
+    let ihl = (ip.ver_ihl & 0x0f) as usize * 4;
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl || ETH_LEN + tot_len > end - start
+    {
+        return (Counter::DropMalformed, DROP);
+    }
+    if !v4_checksum_ok(start, end, ihl) {
+        return (Counter::DropBadChecksum, DROP);
+    }
+    let dst = ip.dst;
+    if dst[0] & 0xf0 == 0xe0 || dst == [255; 4] {
+        return (Counter::PassMulticast, PASS);
+    }
+    if (dst[0] == 169 && dst[1] == 254) || (ip.src[0] == 169 && ip.src[1] == 254) {
+        return (Counter::PassLinkLocal, PASS);
+    }
+    let nh = match route_decision(DCMESH_ROUTES_V4.get(Key::new(32, dst))) {
+        Decision::Done(c, a) => return (c, a),
+        Decision::Send(nh) => nh,
+    };
+    if ip.ttl <= 1 {
+        return (Counter::PassTtl, PASS);
+    }
+    if nh.mtu != 0 && tot_len > nh.mtu as usize {
+        return (Counter::PassMtu, PASS);
+    }
+    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+    ip.ttl -= 1;
+    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
+    ip.check = csum::update16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
+    transmit(eth, nh, Counter::FwdV4)
+}
+
+/// Verifies the IPv4 header checksum over `ihl` bytes (20..=60).
+#[inline(always)]
+fn v4_checksum_ok(start: usize, end: usize, ihl: usize) -> bool {
+    let Some(base) = ptr_at::<[[u8; 2]; IPV4_LEN / 2]>(start, end, ETH_LEN) else {
+        return false;
+    };
+    let mut sum: u32 = 0;
+    // SAFETY: bounds checked by ptr_at.
+    for w in unsafe { &*base } {
+        sum += u32::from(u16::from_be_bytes(*w));
+    }
+    // Options: at most 40 bytes, 20 words.
+    let words = (ihl - IPV4_LEN) / 2;
+    let mut i = 0;
+    while i < 20 {
+        if i >= words {
+            break;
+        }
+        let Some(w) = ptr_at::<[u8; 2]>(start, end, ETH_LEN + IPV4_LEN + i * 2) else {
+            return false;
+        };
+        // SAFETY: bounds checked by ptr_at.
+        sum += u32::from(u16::from_be_bytes(unsafe { *w }));
+        i += 1;
+    }
+    csum::fold(sum) == 0xffff
+}
+
+#[inline(always)]
+fn forward_v6(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(start, end, ETH_LEN) else {
+        return (Counter::DropMalformed, DROP);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { &mut *ip };
+    let payload = u16::from_be_bytes(ip.payload_len) as usize;
+    if ip.ver_tc_flow[0] >> 4 != 6 || ETH_LEN + IPV6_LEN + payload > end - start {
+        return (Counter::DropMalformed, DROP);
+    }
+    let dst = ip.dst;
+    if dst[0] == 0xff {
+        return (Counter::PassMulticast, PASS);
+    }
+    if (dst[0] == 0xfe && dst[1] & 0xc0 == 0x80) || (ip.src[0] == 0xfe && ip.src[1] & 0xc0 == 0x80)
+    {
+        return (Counter::PassLinkLocal, PASS);
+    }
+    if ip.next_hdr == IPPROTO_HOPOPTS {
+        return (Counter::PassHopByHop, PASS);
+    }
+    let nh = match route_decision(DCMESH_ROUTES_V6.get(Key::new(128, dst))) {
+        Decision::Done(c, a) => return (c, a),
+        Decision::Send(nh) => nh,
+    };
+    if ip.hop_limit <= 1 {
+        return (Counter::PassTtl, PASS);
+    }
+    if nh.mtu != 0 && IPV6_LEN + payload > nh.mtu as usize {
+        return (Counter::PassMtu, PASS);
+    }
+    ip.hop_limit -= 1;
+    transmit(eth, nh, Counter::FwdV6)
+}

@@ -1,0 +1,253 @@
+//! Map layouts shared by the dcmesh eBPF programs and userspace.
+//!
+//! Every key and value that crosses the kernel boundary is defined here, once, as
+//! `#[repr(C)]` plain old data. The eBPF crate and the loader both depend on this crate,
+//! so a layout change is a compile-time change on both sides. Map *names* live here too:
+//! the loader finds maps by these strings and the eBPF programs declare them with them.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Map names, shared so a rename cannot silently split the two sides.
+pub mod maps {
+    /// `LPM_TRIE<Key<[u8; 4]>, Route>`: IPv4 routes.
+    pub const ROUTES_V4: &str = "DCMESH_ROUTES_V4";
+    /// `LPM_TRIE<Key<[u8; 16]>, Route>`: IPv6 routes.
+    pub const ROUTES_V6: &str = "DCMESH_ROUTES_V6";
+    /// `ARRAY<u32, NextHop>`: next hops by id; id 0 is reserved as "none".
+    pub const NEXTHOPS: &str = "DCMESH_NEXTHOPS";
+    /// `DEVMAP<u32, u32>`: egress ports by slot; a next hop names its slot.
+    pub const TX_PORTS: &str = "DCMESH_TX_PORTS";
+    /// `ARRAY<u32, DatapathConfig>` with one entry.
+    pub const CONFIG: &str = "DCMESH_CONFIG";
+    /// `PERCPU_ARRAY<u32, CounterValue>` indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "DCMESH_COUNTERS";
+    /// `ARRAY<u32, u32>`: per next hop, non-zero when the controller has marked it down.
+    pub const NEXTHOP_DOWN: &str = "DCMESH_NH_DOWN";
+
+    /// Every map the forwarding program shares with userspace (the ones that get pinned).
+    pub const FORWARDING: [&str; 7] = [
+        ROUTES_V4,
+        ROUTES_V6,
+        NEXTHOPS,
+        TX_PORTS,
+        CONFIG,
+        COUNTERS,
+        NEXTHOP_DOWN,
+    ];
+}
+
+/// Program names inside the eBPF object.
+pub mod programs {
+    /// The XDP forwarding program.
+    pub const XDP_FORWARD: &str = "dcmesh_xdp_forward";
+}
+
+/// Capacity of the IPv4 route table (the bench loads 100,000 routes).
+pub const MAX_ROUTES_V4: u32 = 262_144;
+/// Capacity of the IPv6 route table.
+pub const MAX_ROUTES_V6: u32 = 131_072;
+/// Capacity of the next-hop table, id 0 included (reserved).
+pub const MAX_NEXTHOPS: u32 = 16_384;
+/// Capacity of the egress port table.
+pub const MAX_TX_PORTS: u32 = 256;
+
+/// Route flag: destination is this node; hand the packet to the kernel.
+pub const ROUTE_F_LOCAL: u32 = 1 << 0;
+/// Route flag: let the kernel forward it (e.g. a route another daemon owns).
+pub const ROUTE_F_KERNEL: u32 = 1 << 1;
+/// Route flag: drop, and count it (a blackhole/null route).
+pub const ROUTE_F_BLACKHOLE: u32 = 1 << 2;
+/// Route flag: `alt_nexthop` holds a loop-free alternate used while the primary is down.
+pub const ROUTE_F_HAS_ALT: u32 = 1 << 3;
+
+/// The value of an IPv4 or IPv6 route.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Route {
+    /// Primary next hop id (index into `NEXTHOPS`); ignored for local/kernel/blackhole routes.
+    pub nexthop: u32,
+    /// Loop-free alternate next hop id, valid when `ROUTE_F_HAS_ALT` is set.
+    pub alt_nexthop: u32,
+    /// `ROUTE_F_*` bits.
+    pub flags: u32,
+}
+
+/// Next-hop flag: the entry is in use. A zeroed (never written) slot is invalid.
+pub const NH_F_VALID: u16 = 1 << 0;
+
+/// Where and how to send a packet: egress port and the Ethernet header to write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NextHop {
+    /// Slot in `TX_PORTS` holding the egress interface.
+    pub port: u32,
+    /// Egress interface index (for userspace; the program redirects through `port`).
+    pub ifindex: u32,
+    /// `NH_F_*` bits.
+    pub flags: u16,
+    /// Egress MTU in bytes (IP packet size). Larger packets go to the kernel, which
+    /// fragments or sends ICMP "packet too big". 0 means "do not check".
+    pub mtu: u16,
+    /// Source MAC: the egress interface's address.
+    pub src_mac: [u8; 6],
+    /// Destination MAC: the neighbour's address.
+    pub dst_mac: [u8; 6],
+}
+
+/// Config flag: drop packets that match no route (default: hand them to the kernel).
+pub const CFG_F_MISS_DROP: u32 = 1 << 0;
+
+/// Datapath-wide settings (entry 0 of `CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DatapathConfig {
+    /// `CFG_F_*` bits.
+    pub flags: u32,
+}
+
+/// A per-CPU counter cell; userspace sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CounterValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The XDP verdict a counter belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Redirect,
+    Pass,
+    Drop,
+}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident = $idx:literal, $label:literal, $verdict:ident; )+) => {
+        /// Why a packet got its verdict. Every packet the forwarding program sees moves
+        /// exactly one of these, so their sum is the number of packets seen.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter { $( $(#[$doc])* $name = $idx, )+ }
+
+        impl Counter {
+            /// All counters, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$name,)+];
+
+            /// Stable snake_case name (metrics label, CLI output).
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$name => $label,)+ }
+            }
+
+            /// The XDP verdict packets counted here received.
+            pub const fn verdict(self) -> Verdict {
+                match self { $(Counter::$name => Verdict::$verdict,)+ }
+            }
+        }
+    };
+}
+
+counters! {
+    /// IPv4 packet forwarded (redirected).
+    FwdV4 = 0, "fwd_v4", Redirect;
+    /// IPv6 packet forwarded (redirected).
+    FwdV6 = 1, "fwd_v6", Redirect;
+    /// Destination is this node.
+    PassLocal = 2, "pass_local", Pass;
+    /// Route marked "to kernel".
+    PassKernelRoute = 3, "pass_kernel_route", Pass;
+    /// TTL / hop limit ≤ 1: the kernel sends ICMP time exceeded.
+    PassTtl = 4, "pass_ttl", Pass;
+    /// Not IPv4/IPv6 (ARP, VLAN-tagged, LLDP, ...).
+    PassNonIp = 5, "pass_non_ip", Pass;
+    /// Link-local source or destination.
+    PassLinkLocal = 6, "pass_link_local", Pass;
+    /// Multicast or broadcast (L2 group address, IPv4 224/4 or limited broadcast, IPv6 ff00::/8).
+    PassMulticast = 7, "pass_multicast", Pass;
+    /// No route, miss policy "pass".
+    PassMiss = 8, "pass_miss", Pass;
+    /// IPv6 hop-by-hop options, which every router must process: left to the kernel.
+    PassHopByHop = 9, "pass_hop_by_hop", Pass;
+    /// Larger than the egress MTU: the kernel fragments or sends "packet too big".
+    PassMtu = 10, "pass_mtu", Pass;
+    /// No route, miss policy "drop".
+    DropMiss = 11, "drop_miss", Drop;
+    /// Truncated or inconsistent header (bad version, IHL, length).
+    DropMalformed = 12, "drop_malformed", Drop;
+    /// IPv4 header checksum wrong on arrival.
+    DropBadChecksum = 13, "drop_bad_checksum", Drop;
+    /// Blackhole route.
+    DropBlackhole = 14, "drop_blackhole", Drop;
+    /// Route names a next hop that is not (or no longer) valid.
+    DropNoNextHop = 15, "drop_no_nexthop", Drop;
+    /// Primary next hop down and no usable alternate.
+    DropNextHopDown = 16, "drop_nexthop_down", Drop;
+    /// The egress port slot is empty or the redirect failed.
+    DropNoPort = 17, "drop_no_port", Drop;
+}
+
+/// Number of counters (size of the `COUNTERS` map).
+pub const NUM_COUNTERS: u32 = 18;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are #[repr(C)] Pod types without padding holes (bytemuck checked).
+    unsafe impl aya::Pod for super::Route {}
+    unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::DatapathConfig {}
+    unsafe impl aya::Pod for super::CounterValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_dense_and_named_uniquely() {
+        assert_eq!(Counter::ALL.len() as u32, NUM_COUNTERS);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32, "{c:?} out of order");
+            for d in &Counter::ALL[..i] {
+                assert_ne!(c.name(), d.name());
+            }
+        }
+    }
+
+    #[test]
+    fn layouts_are_stable() {
+        // Pinned maps survive restarts: a size change must be deliberate.
+        assert_eq!(core::mem::size_of::<Route>(), 12);
+        assert_eq!(core::mem::size_of::<NextHop>(), 24);
+        assert_eq!(core::mem::size_of::<CounterValue>(), 16);
+    }
+}
+
+/// Layouts of the benchmark programs' maps (generator templates).
+pub mod bench {
+    use bytemuck::{Pod, Zeroable};
+
+    /// Most templates the generator cycles through (distinct destinations).
+    pub const GEN_MAX_TEMPLATES: u32 = 8192;
+
+    /// A 64-byte frame the generator writes into each live frame.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Pod, Zeroable)]
+    pub struct Template {
+        pub bytes: [u8; 64],
+    }
+
+    /// Generator settings (entry 0).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+    pub struct GenConfig {
+        /// How many templates are in use (round robin).
+        pub templates: u32,
+    }
+
+    #[cfg(feature = "user")]
+    // SAFETY: #[repr(C)] Pod types.
+    unsafe impl aya::Pod for Template {}
+    #[cfg(feature = "user")]
+    // SAFETY: #[repr(C)] Pod types.
+    unsafe impl aya::Pod for GenConfig {}
+}
