@@ -1,0 +1,186 @@
+//! Shared helpers for the loader's kernel tests: frame builders, independent checksum
+//! arithmetic, and a `BPF_PROG_TEST_RUN` wrapper.
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Fails loudly (rather than passing silently) when the tests are not run as root.
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load eBPF programs and need root; run them with `cargo xtask test` as root"
+    );
+}
+
+pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// One's-complement sum of 16-bit big-endian words (odd tail padded), not folded.
+pub fn sum16(bytes: &[u8]) -> u32 {
+    bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
+}
+
+pub fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// IPv4 header checksum computed from scratch over `hdr` (checksum field treated as zero).
+pub fn ipv4_checksum(hdr: &[u8]) -> u16 {
+    let mut h = hdr.to_vec();
+    h[10] = 0;
+    h[11] = 0;
+    !fold(sum16(&h))
+}
+
+/// Builds Ethernet + IPv4 (+ options) + UDP frames.
+#[derive(Clone, Debug)]
+pub struct V4 {
+    pub dst_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
+    /// Option bytes (padded to a multiple of 4 with End-of-Options).
+    pub options: Vec<u8>,
+    /// Flags + fragment offset word.
+    pub frag: u16,
+    pub payload: usize,
+}
+
+impl V4 {
+    pub fn to(dst: [u8; 4]) -> Self {
+        Self {
+            dst_mac: ROUTER_MAC,
+            src: Ipv4Addr::new(192, 0, 2, 1),
+            dst: Ipv4Addr::from(dst),
+            ttl: 64,
+            options: vec![],
+            frag: 0x4000,
+            payload: 18,
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let mut opts = self.options.clone();
+        while opts.len() % 4 != 0 {
+            opts.push(0);
+        }
+        let ihl = 20 + opts.len();
+        let udp_len = 8 + self.payload;
+        let tot = ihl + udp_len;
+        let mut f = Vec::with_capacity(14 + tot);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&HOST_MAC);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        f.push(0x40 | (ihl / 4) as u8);
+        f.push(0);
+        f.extend_from_slice(&(tot as u16).to_be_bytes());
+        f.extend_from_slice(&0x1234u16.to_be_bytes());
+        f.extend_from_slice(&self.frag.to_be_bytes());
+        f.push(self.ttl);
+        f.push(17);
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        f.extend_from_slice(&opts);
+        let c = ipv4_checksum(&f[14..14 + ihl]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&4000u16.to_be_bytes());
+        f.extend_from_slice(&5000u16.to_be_bytes());
+        f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..self.payload).map(|i| i as u8));
+        f
+    }
+}
+
+/// Builds Ethernet + IPv6 + UDP frames.
+#[derive(Clone, Debug)]
+pub struct V6 {
+    pub dst_mac: [u8; 6],
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+    pub next_hdr: u8,
+    pub payload: usize,
+}
+
+impl V6 {
+    pub fn to(dst: Ipv6Addr) -> Self {
+        Self {
+            dst_mac: ROUTER_MAC,
+            src: "2001:db8:ffff::1".parse().unwrap(),
+            dst,
+            hop_limit: 64,
+            next_hdr: 17,
+            payload: 18,
+        }
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let plen = 8 + self.payload;
+        let mut f = Vec::with_capacity(54 + plen);
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&HOST_MAC);
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(plen as u16).to_be_bytes());
+        f.push(self.next_hdr);
+        f.push(self.hop_limit);
+        f.extend_from_slice(&self.src.octets());
+        f.extend_from_slice(&self.dst.octets());
+        f.extend_from_slice(&4000u16.to_be_bytes());
+        f.extend_from_slice(&5000u16.to_be_bytes());
+        f.extend_from_slice(&(plen as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend((0..self.payload).map(|i| i as u8));
+        f
+    }
+}
+
+/// Runs `frame` through `prog` once; returns the verdict and the frame as the program left it.
+pub fn run(prog: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// What a correct router makes of `frame` when forwarding it: MACs rewritten, TTL or hop
+/// limit lowered by one, IPv4 checksum recomputed from scratch.
+pub fn forwarded(frame: &[u8], src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    match u16::from_be_bytes([f[12], f[13]]) {
+        0x0800 => {
+            let ihl = usize::from(f[14] & 0x0f) * 4;
+            f[22] -= 1;
+            let c = ipv4_checksum(&f[14..14 + ihl]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        0x86dd => f[21] -= 1,
+        _ => panic!("not IP"),
+    }
+    f
+}
