@@ -34,26 +34,44 @@ pub struct InterfaceInfo {
     pub mtu: u16,
 }
 
-/// Reads index, MAC and MTU of `name` (from sysfs of the current network namespace).
+/// Reads index, MAC and MTU of `name` in the calling thread's network namespace (ioctl on
+/// a fresh socket, so it is right after `setns`, unlike sysfs).
 pub fn interface_info(name: &str) -> Result<InterfaceInfo, LoaderError> {
     let index = ifindex(name)?;
-    let read = |f: &str| {
-        std::fs::read_to_string(format!("/sys/class/net/{name}/{f}")).map_err(|e| {
-            LoaderError::Io {
-                what: format!("read {f} of interface \"{name}\""),
-                source: e,
-            }
-        })
+    let io = |what: &str| LoaderError::Io {
+        what: format!("{what} of interface \"{name}\""),
+        source: std::io::Error::last_os_error(),
     };
-    let mac = parse_mac(read("address")?.trim())
-        .ok_or_else(|| LoaderError::UnknownInterface(format!("{name} (no Ethernet address)")))?;
-    let mtu = read("mtu")?.trim().parse::<u32>().unwrap_or(1500);
-    Ok(InterfaceInfo {
-        name: name.into(),
-        index,
-        mac,
-        mtu: mtu.min(u16::MAX as u32) as u16,
-    })
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq whose name fits IFNAMSIZ (ifindex
+    // succeeded, so the name is a valid interface name).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io("open socket to query"));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+            *d = *s as libc::c_char;
+        }
+        let hw = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        let sa = req.ifr_ifru.ifru_hwaddr;
+        let mut mac = [0u8; 6];
+        for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+            *d = *s as u8;
+        }
+        let mtu = libc::ioctl(fd, libc::SIOCGIFMTU, &mut req);
+        let mtu_val = req.ifr_ifru.ifru_mtu;
+        libc::close(fd);
+        if hw < 0 || mtu < 0 {
+            return Err(io("read MAC and MTU"));
+        }
+        Ok(InterfaceInfo {
+            name: name.into(),
+            index,
+            mac,
+            mtu: mtu_val.clamp(0, u16::MAX as i32) as u16,
+        })
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
