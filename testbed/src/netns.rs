@@ -102,6 +102,10 @@ impl Drop for Netns {
 }
 
 /// Connects `a` (interface `a_if`) and `b` (`b_if`) with a veth pair, both ends up.
+///
+/// TX checksum offload is turned off on both ends: veth would otherwise hand over packets
+/// with partial checksums, and a frame forwarded by XDP carries no offload state, so it
+/// would arrive corrupt. Real NICs deliver complete checksums; this makes veth do the same.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     run(
         "ip",
@@ -110,8 +114,10 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
             "netns", b.name(),
         ],
     )?;
-    a.ip(&["link", "set", a_if, "up"])?;
-    b.ip(&["link", "set", b_if, "up"])?;
+    for (ns, dev) in [(a, a_if), (b, b_if)] {
+        ns.exec("ethtool", &["-K", dev, "tx", "off"])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
     Ok(())
 }
 

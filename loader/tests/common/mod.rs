@@ -184,3 +184,154 @@ pub fn forwarded(frame: &[u8], src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
     }
     f
 }
+
+/// A UDP receiver that records the TTL (IPv4) or hop limit (IPv6) of every datagram.
+pub mod udp {
+    use std::{mem, net::SocketAddr, os::fd::RawFd, time::Duration};
+
+    fn check(rc: libc::c_int, what: &str) -> RawFd {
+        assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
+        rc
+    }
+
+    fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: zeroed sockaddr_storage is a valid initial value; we fill the family's fields.
+        unsafe {
+            let mut ss: libc::sockaddr_storage = mem::zeroed();
+            let len = match addr {
+                SocketAddr::V4(a) => {
+                    let sin = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in);
+                    sin.sin_family = libc::AF_INET as _;
+                    sin.sin_port = a.port().to_be();
+                    sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                    mem::size_of::<libc::sockaddr_in>()
+                }
+                SocketAddr::V6(a) => {
+                    let sin6 = &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6);
+                    sin6.sin6_family = libc::AF_INET6 as _;
+                    sin6.sin6_port = a.port().to_be();
+                    sin6.sin6_addr.s6_addr = a.ip().octets();
+                    mem::size_of::<libc::sockaddr_in6>()
+                }
+            };
+            (ss, len as libc::socklen_t)
+        }
+    }
+
+    /// Bound receiving socket (call inside the receiver's namespace).
+    pub struct Receiver {
+        fd: RawFd,
+        v6: bool,
+    }
+
+    impl Receiver {
+        pub fn bind(addr: SocketAddr) -> Self {
+            let v6 = addr.is_ipv6();
+            let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+            // SAFETY: plain socket calls with valid arguments.
+            unsafe {
+                let fd = check(libc::socket(fam, libc::SOCK_DGRAM, 0), "socket");
+                let one: libc::c_int = 1;
+                let (lvl, opt) = if v6 {
+                    (libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
+                } else {
+                    (libc::IPPROTO_IP, libc::IP_RECVTTL)
+                };
+                check(
+                    libc::setsockopt(fd, lvl, opt, &one as *const _ as *const _, 4),
+                    "setsockopt recv ttl",
+                );
+                let buf: libc::c_int = 8 << 20;
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &buf as *const _ as *const _, 4);
+                let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const _,
+                    mem::size_of::<libc::timeval>() as _,
+                );
+                let (ss, len) = sockaddr(&addr);
+                check(libc::bind(fd, &ss as *const _ as *const _, len), "bind");
+                Self { fd, v6 }
+            }
+        }
+
+        /// Receives until `idle` passes without a datagram; returns each datagram's
+        /// (first 8 payload bytes as a sequence number, TTL/hop limit).
+        pub fn collect(&self, idle: Duration) -> Vec<(u64, u8)> {
+            let mut got = Vec::new();
+            let mut quiet = Duration::ZERO;
+            while quiet < idle {
+                match self.recv() {
+                    Some(x) => {
+                        got.push(x);
+                        quiet = Duration::ZERO;
+                    }
+                    None => quiet += Duration::from_millis(200),
+                }
+            }
+            got
+        }
+
+        fn recv(&self) -> Option<(u64, u8)> {
+            let mut data = [0u8; 2048];
+            let mut cbuf = [0u64; 16];
+            // SAFETY: msghdr points at live local buffers of the given sizes.
+            unsafe {
+                let mut iov = libc::iovec {
+                    iov_base: data.as_mut_ptr() as *mut _,
+                    iov_len: data.len(),
+                };
+                let mut msg: libc::msghdr = mem::zeroed();
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+                msg.msg_controllen = mem::size_of_val(&cbuf) as _;
+                let n = libc::recvmsg(self.fd, &mut msg, 0);
+                if n < 8 {
+                    return None;
+                }
+                let seq = u64::from_be_bytes(data[..8].try_into().unwrap());
+                let mut ttl = None;
+                let mut c = libc::CMSG_FIRSTHDR(&msg);
+                while !c.is_null() {
+                    let want = if self.v6 {
+                        ((*c).cmsg_level, (*c).cmsg_type) == (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
+                    } else {
+                        ((*c).cmsg_level, (*c).cmsg_type) == (libc::IPPROTO_IP, libc::IP_TTL)
+                    };
+                    if want {
+                        ttl = Some(*(libc::CMSG_DATA(c) as *const libc::c_int) as u8);
+                    }
+                    c = libc::CMSG_NXTHDR(&msg, c);
+                }
+                Some((seq, ttl.expect("TTL control message")))
+            }
+        }
+    }
+
+    impl Drop for Receiver {
+        fn drop(&mut self) {
+            // SAFETY: we own the fd.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+
+    /// Sends `count` datagrams numbered `first..` to `to`, at about `pps` per second
+    /// (call inside the sender's namespace).
+    pub fn send(to: SocketAddr, first: u64, count: u64, pps: u64) {
+        let s = std::net::UdpSocket::bind(if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" })
+            .expect("bind sender");
+        let start = std::time::Instant::now();
+        for i in 0..count {
+            let mut payload = [0u8; 64];
+            payload[..8].copy_from_slice(&(first + i).to_be_bytes());
+            s.send_to(&payload, to).expect("send");
+            let due = start + Duration::from_micros(i * 1_000_000 / pps.max(1));
+            if let Some(d) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+    }
+}
