@@ -15,8 +15,8 @@ use aya_ebpf::{
 use dcmesh_ebpf::{
     csum,
     hdr::{
-        ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_HOPOPTS,
-        IPV4_LEN, IPV6_LEN,
+        ptr_at, EthHdr, Ipv4Hdr, Ipv6Hdr, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_HOPOPTS, IPV4_LEN,
+        IPV6_LEN,
     },
 };
 use dcmesh_schema::{
@@ -147,8 +147,7 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
     let ip = unsafe { &mut *ip };
     let ihl = (ip.ver_ihl & 0x0f) as usize * 4;
     let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl || ETH_LEN + tot_len > end - start
-    {
+    if ip.ver_ihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl || ETH_LEN + tot_len > end - start {
         return (Counter::DropMalformed, DROP);
     }
     if !v4_checksum_ok(start, end, ihl) {

@@ -16,7 +16,11 @@ pub enum LoaderError {
     #[error("program or map \"{0}\" missing from the eBPF object (loader and ebpf/ out of step; rebuild)")]
     MissingInObject(&'static str),
     #[error("cannot attach XDP to \"{iface}\" in {mode} mode: {reason}")]
-    Attach { iface: String, mode: String, reason: String },
+    Attach {
+        iface: String,
+        mode: String,
+        reason: String,
+    },
     #[error("XDP link on \"{iface}\": {reason}")]
     Link { iface: String, reason: String },
     #[error("dcmesh is not attached to \"{iface}\" (no pinned link at {pin})")]

@@ -100,7 +100,13 @@ mod tests {
     fn mac_round_trip_and_rejects() {
         let m = parse_mac("02:0a:ff:00:10:9c").unwrap();
         assert_eq!(format_mac(&m), "02:0a:ff:00:10:9c");
-        for bad in ["", "02:0a:ff:00:10", "02:0a:ff:00:10:9c:00", "zz:0a:ff:00:10:9c", "1ff:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:0a:ff:00:10",
+            "02:0a:ff:00:10:9c:00",
+            "zz:0a:ff:00:10:9c",
+            "1ff:0:0:0:0:0",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
     }

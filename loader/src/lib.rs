@@ -16,9 +16,9 @@ mod iface;
 mod tables;
 
 pub use error::LoaderError;
+pub use iface::{format_mac, ifname, parse_mac};
 pub use iface::{ifindex, interface_info, InterfaceInfo};
 pub use tables::{Counters, IpNet, NextHopSpec, RouteTarget, Tables};
-pub use iface::{format_mac, ifname, parse_mac};
 
 use std::path::{Path, PathBuf};
 
@@ -140,12 +140,12 @@ impl Datapath {
         };
         let link = prog.take_link(id).map_err(LoaderError::program)?;
         if let Some(path) = link_pin {
-            let fd: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                LoaderError::Link {
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| LoaderError::Link {
                     iface: iface.into(),
                     reason: format!("kernel gave no bpf_link (needs Linux ≥ 5.9): {e}"),
-                }
-            })?;
+                })?;
             fd.pin(&path).map_err(|e| LoaderError::Link {
                 iface: iface.into(),
                 reason: format!("pin {}: {e}", path.display()),

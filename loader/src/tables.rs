@@ -148,7 +148,8 @@ pub struct Tables {
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, LoaderError> {
-    ebpf.take_map(name).ok_or(LoaderError::MissingInObject(name))
+    ebpf.take_map(name)
+        .ok_or(LoaderError::MissingInObject(name))
 }
 
 fn pinned(dir: &Path, name: &'static str) -> Result<Map, LoaderError> {
@@ -207,11 +208,19 @@ impl Tables {
         match prefix.trunc() {
             IpNet::V4(n) => self
                 .routes_v4
-                .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), value, 0)
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value,
+                    0,
+                )
                 .map_err(LoaderError::map(maps::ROUTES_V4)),
             IpNet::V6(n) => self
                 .routes_v6
-                .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), value, 0)
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value,
+                    0,
+                )
                 .map_err(LoaderError::map(maps::ROUTES_V6)),
         }
     }
@@ -245,14 +254,26 @@ impl Tables {
         let mut out = Vec::new();
         for kv in self.routes_v4.iter() {
             let (k, r) = kv.map_err(LoaderError::map(maps::ROUTES_V4))?;
-            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
-                .map_err(|e| LoaderError::BadPrefix(format!("{:?}/{}", k.data(), k.prefix_len()), e.to_string()))?;
+            let net = ipnet::Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).map_err(
+                |e| {
+                    LoaderError::BadPrefix(
+                        format!("{:?}/{}", k.data(), k.prefix_len()),
+                        e.to_string(),
+                    )
+                },
+            )?;
             out.push((IpNet::V4(net), RouteTarget::decode(&r)));
         }
         for kv in self.routes_v6.iter() {
             let (k, r) = kv.map_err(LoaderError::map(maps::ROUTES_V6))?;
-            let net = ipnet::Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8)
-                .map_err(|e| LoaderError::BadPrefix(format!("{:?}/{}", k.data(), k.prefix_len()), e.to_string()))?;
+            let net = ipnet::Ipv6Net::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8).map_err(
+                |e| {
+                    LoaderError::BadPrefix(
+                        format!("{:?}/{}", k.data(), k.prefix_len()),
+                        e.to_string(),
+                    )
+                },
+            )?;
             out.push((IpNet::V6(net), RouteTarget::decode(&r)));
         }
         out.sort_by_key(|(n, _)| *n);
@@ -396,10 +417,14 @@ impl Tables {
                 .counters
                 .get(&(*c as u32), 0)
                 .map_err(LoaderError::map(maps::COUNTERS))?;
-            out.push(per_cpu.iter().fold(CounterValue::default(), |a, v| CounterValue {
-                packets: a.packets + v.packets,
-                bytes: a.bytes + v.bytes,
-            }));
+            out.push(
+                per_cpu
+                    .iter()
+                    .fold(CounterValue::default(), |a, v| CounterValue {
+                        packets: a.packets + v.packets,
+                        bytes: a.bytes + v.bytes,
+                    }),
+            );
         }
         Ok(Counters(out))
     }

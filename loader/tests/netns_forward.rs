@@ -27,7 +27,11 @@ impl Bpffs {
     fn mount() -> Self {
         let dir = PathBuf::from(format!("/run/dcm-test-bpf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir).status().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap();
         assert!(st.success(), "mount bpffs at {}", dir.display());
         Self(dir)
     }
@@ -73,12 +77,17 @@ impl Mesh {
             (&b, "b0", "10.0.2.2/24", "2001:db8:2::2/64"),
         ] {
             ns.ip(&["addr", "add", v4, "dev", dev]).unwrap();
-            ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"]).unwrap();
+            ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])
+                .unwrap();
         }
-        a.ip(&["route", "add", "default", "via", "10.0.1.1"]).unwrap();
-        a.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]).unwrap();
-        b.ip(&["route", "add", "default", "via", "10.0.2.1"]).unwrap();
-        b.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"]).unwrap();
+        a.ip(&["route", "add", "default", "via", "10.0.1.1"])
+            .unwrap();
+        a.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"])
+            .unwrap();
+        b.ip(&["route", "add", "default", "via", "10.0.2.1"])
+            .unwrap();
+        b.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])
+            .unwrap();
         // R must not forward by itself: every forwarded packet is XDP's doing.
         r.sysctl("net.ipv4.ip_forward", "0").unwrap();
         r.sysctl("net.ipv6.conf.all.forwarding", "0").unwrap();
@@ -102,13 +111,24 @@ impl Mesh {
     }
 
     /// Sends `n` datagrams A→B to `to` and returns what B received.
-    fn udp(&self, to: SocketAddr, first: u64, n: u64, pps: u64, during: impl FnOnce()) -> Vec<(u64, u8)> {
+    fn udp(
+        &self,
+        to: SocketAddr,
+        first: u64,
+        n: u64,
+        pps: u64,
+        during: impl FnOnce(),
+    ) -> Vec<(u64, u8)> {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             let recv = s.spawn(|| {
                 self.b
                     .enter(|| {
-                        let bind = if to.is_ipv6() { "[::]:5000" } else { "0.0.0.0:5000" };
+                        let bind = if to.is_ipv6() {
+                            "[::]:5000"
+                        } else {
+                            "0.0.0.0:5000"
+                        };
                         let r = udp::Receiver::bind(bind.parse().unwrap());
                         tx.send(()).unwrap();
                         r.collect(Duration::from_millis(1000))
@@ -128,12 +148,17 @@ fn assert_all_arrived(got: &[(u64, u8)], first: u64, n: u64, ttl: u8, what: &str
     let mut seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
     seqs.sort_unstable();
     seqs.dedup();
-    let missing = n - seqs.iter().filter(|s| (first..first + n).contains(s)).count() as u64;
+    let missing = n - seqs
+        .iter()
+        .filter(|s| (first..first + n).contains(s))
+        .count() as u64;
     assert_eq!(missing, 0, "{what}: {missing} of {n} datagrams lost");
     assert!(
         got.iter().all(|g| g.1 == ttl),
         "{what}: B must see TTL/hop limit {ttl}, saw {:?}",
-        got.iter().map(|g| g.1).collect::<std::collections::BTreeSet<_>>()
+        got.iter()
+            .map(|g| g.1)
+            .collect::<std::collections::BTreeSet<_>>()
     );
 }
 
@@ -146,9 +171,14 @@ fn forwards_through_namespaces_and_survives_restart() {
     let v6: SocketAddr = "[2001:db8:2::2]:5000".parse().unwrap();
 
     // Without dcmesh nothing crosses R (kernel forwarding is off).
-    m.a.exec("ping", &["-c", "1", "-W", "1", "10.0.1.1"]).expect("A reaches R");
+    m.a.exec("ping", &["-c", "1", "-W", "1", "10.0.1.1"])
+        .expect("A reaches R");
     let got = m.udp(v4, 0, 20, 1000, || {});
-    assert!(got.is_empty(), "R forwarded without dcmesh: {} datagrams", got.len());
+    assert!(
+        got.is_empty(),
+        "R forwarded without dcmesh: {} datagrams",
+        got.len()
+    );
 
     // Attach and write routes through the loader CLI only.
     let out = m.loader(&["attach", "r0", "r1"]);
@@ -176,10 +206,15 @@ fn forwards_through_namespaces_and_survives_restart() {
 
     // Ping both ways in both families: replies come back with TTL 64 - 1.
     for dst in ["10.0.2.2", "2001:db8:2::2"] {
-        let out = m.a.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", dst]).unwrap();
+        let out =
+            m.a.exec("ping", &["-c", "3", "-i", "0.2", "-W", "2", dst])
+                .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("3 received"), "ping {dst}: {text}");
-        assert!(text.contains("ttl=63"), "ping {dst}: reply TTL must be 63: {text}");
+        assert!(
+            text.contains("ttl=63"),
+            "ping {dst}: reply TTL must be 63: {text}"
+        );
     }
 
     // UDP in each family: every datagram arrives with TTL 63 and R counts each one.
@@ -189,7 +224,12 @@ fn forwards_through_namespaces_and_survives_restart() {
         let got = m.udp(to, seq, 2000, 10_000, || {});
         let delta = m.tables().counters().unwrap().since(&before);
         assert_all_arrived(&got, seq, 2000, 63, &format!("udp {to}"));
-        assert_eq!(delta.get(counter).packets, 2000, "{to}: {} counted", counter.name());
+        assert_eq!(
+            delta.get(counter).packets,
+            2000,
+            "{to}: {} counted",
+            counter.name()
+        );
         assert_eq!(delta.verdict(Verdict::Drop), 0, "{to}: no drops");
         seq += 2000;
     }
@@ -198,8 +238,15 @@ fn forwards_through_namespaces_and_survives_restart() {
     let nstat = m.r.exec("cat", &["/proc/net/snmp"]).unwrap();
     let snmp = String::from_utf8_lossy(&nstat.stdout);
     let ip: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Ip:")).collect();
-    let fwd_col = ip[0].split_whitespace().position(|c| c == "ForwDatagrams").unwrap();
-    assert_eq!(ip[1].split_whitespace().nth(fwd_col), Some("0"), "kernel forwarded: {snmp}");
+    let fwd_col = ip[0]
+        .split_whitespace()
+        .position(|c| c == "ForwDatagrams")
+        .unwrap();
+    assert_eq!(
+        ip[1].split_whitespace().nth(fwd_col),
+        Some("0"),
+        "kernel forwarded: {snmp}"
+    );
 
     // Restart the loader mid-stream: program replaced atomically, tables kept, no loss.
     let got = m.udp(v4, seq, 6000, 3000, || {

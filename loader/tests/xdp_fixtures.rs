@@ -115,7 +115,12 @@ fn check(dp: &mut Datapath, cases: Vec<Case>) {
             c.name,
             c.counter.name()
         );
-        assert_eq!(delta.get(c.counter).bytes, c.frame.len() as u64, "{}: bytes", c.name);
+        assert_eq!(
+            delta.get(c.counter).bytes,
+            c.frame.len() as u64,
+            "{}: bytes",
+            c.name
+        );
     }
 }
 
@@ -140,8 +145,18 @@ fn ipv4_cases() {
             case("miss", to([192, 0, 2, 99]).build(), Pass, PassMiss),
             case("ttl 0", with([10, 1, 2, 3], &|v| v.ttl = 0), Pass, PassTtl),
             case("ttl 1", with([10, 1, 2, 3], &|v| v.ttl = 1), Pass, PassTtl),
-            case("ttl 2", with([10, 1, 2, 3], &|v| v.ttl = 2), Forward(4), FwdV4),
-            case("ttl 255", with([10, 1, 2, 3], &|v| v.ttl = 255), Forward(4), FwdV4),
+            case(
+                "ttl 2",
+                with([10, 1, 2, 3], &|v| v.ttl = 2),
+                Forward(4),
+                FwdV4,
+            ),
+            case(
+                "ttl 255",
+                with([10, 1, 2, 3], &|v| v.ttl = 255),
+                Forward(4),
+                FwdV4,
+            ),
             case(
                 "options: router alert",
                 with([10, 1, 2, 3], &|v| v.options = vec![0x94, 4, 0, 0]),
@@ -182,10 +197,25 @@ fn ipv4_cases() {
                 Pass,
                 PassMulticast,
             ),
-            case("limited broadcast", to([255, 255, 255, 255]).build(), Pass, PassMulticast),
+            case(
+                "limited broadcast",
+                to([255, 255, 255, 255]).build(),
+                Pass,
+                PassMulticast,
+            ),
             case("multicast", to([224, 0, 0, 5]).build(), Pass, PassMulticast),
-            case("multicast 239/8", to([239, 1, 1, 1]).build(), Pass, PassMulticast),
-            case("link-local dst", to([169, 254, 1, 1]).build(), Pass, PassLinkLocal),
+            case(
+                "multicast 239/8",
+                to([239, 1, 1, 1]).build(),
+                Pass,
+                PassMulticast,
+            ),
+            case(
+                "link-local dst",
+                to([169, 254, 1, 1]).build(),
+                Pass,
+                PassLinkLocal,
+            ),
             case(
                 "link-local src",
                 with([10, 1, 2, 3], &|v| v.src = [169, 254, 0, 9].into()),
@@ -193,9 +223,24 @@ fn ipv4_cases() {
                 PassLinkLocal,
             ),
             case("local", to([10, 200, 0, 1]).build(), Pass, PassLocal),
-            case("local, ttl 1", with([10, 200, 0, 1], &|v| v.ttl = 1), Pass, PassLocal),
-            case("kernel route", to([10, 201, 3, 3]).build(), Pass, PassKernelRoute),
-            case("blackhole", to([10, 202, 3, 3]).build(), Drop, DropBlackhole),
+            case(
+                "local, ttl 1",
+                with([10, 200, 0, 1], &|v| v.ttl = 1),
+                Pass,
+                PassLocal,
+            ),
+            case(
+                "kernel route",
+                to([10, 201, 3, 3]).build(),
+                Pass,
+                PassKernelRoute,
+            ),
+            case(
+                "blackhole",
+                to([10, 202, 3, 3]).build(),
+                Drop,
+                DropBlackhole,
+            ),
             case(
                 "over MTU",
                 with([10, 5, 0, 1], &|v| v.payload = 200),
@@ -339,9 +384,24 @@ fn ipv6_cases() {
             case("lpm /64", to("2001:db8:1:2::4"), Forward(3), FwdV6),
             case("lpm /128", to("2001:db8:1:2::3"), Forward(4), FwdV6),
             case("miss", to("2001:db9::1"), Pass, PassMiss),
-            case("hop 0", with("2001:db8:1:2::3", &|v| v.hop_limit = 0), Pass, PassTtl),
-            case("hop 1", with("2001:db8:1:2::3", &|v| v.hop_limit = 1), Pass, PassTtl),
-            case("hop 2", with("2001:db8:1:2::3", &|v| v.hop_limit = 2), Forward(4), FwdV6),
+            case(
+                "hop 0",
+                with("2001:db8:1:2::3", &|v| v.hop_limit = 0),
+                Pass,
+                PassTtl,
+            ),
+            case(
+                "hop 1",
+                with("2001:db8:1:2::3", &|v| v.hop_limit = 1),
+                Pass,
+                PassTtl,
+            ),
+            case(
+                "hop 2",
+                with("2001:db8:1:2::3", &|v| v.hop_limit = 2),
+                Forward(4),
+                FwdV6,
+            ),
             case("multicast", to("ff02::1"), Pass, PassMulticast),
             case("multicast global", to("ff0e::1"), Pass, PassMulticast),
             case(
@@ -390,9 +450,24 @@ fn miss_policy_drop() {
     check(
         &mut dp,
         vec![
-            case("v4 miss", V4::to([192, 0, 2, 99]).build(), Expect::Drop, Counter::DropMiss),
-            case("v6 miss", V6::to(v6("2001:db9::1")).build(), Expect::Drop, Counter::DropMiss),
-            case("v4 hit", V4::to([10, 1, 2, 3]).build(), Expect::Forward(4), Counter::FwdV4),
+            case(
+                "v4 miss",
+                V4::to([192, 0, 2, 99]).build(),
+                Expect::Drop,
+                Counter::DropMiss,
+            ),
+            case(
+                "v6 miss",
+                V6::to(v6("2001:db9::1")).build(),
+                Expect::Drop,
+                Counter::DropMiss,
+            ),
+            case(
+                "v4 hit",
+                V4::to([10, 1, 2, 3]).build(),
+                Expect::Forward(4),
+                Counter::FwdV4,
+            ),
         ],
     );
 }
@@ -401,8 +476,14 @@ fn miss_policy_drop() {
 fn nexthop_down_uses_alternate() {
     let mut dp = datapath();
     let t: &mut Tables = dp.tables();
-    t.set_route(net("10.77.0.0/16"), RouteTarget::Via { id: 2, alt: Some(3) })
-        .unwrap();
+    t.set_route(
+        net("10.77.0.0/16"),
+        RouteTarget::Via {
+            id: 2,
+            alt: Some(3),
+        },
+    )
+    .unwrap();
     t.set_route(net("10.78.0.0/16"), RouteTarget::Via { id: 2, alt: None })
         .unwrap();
     let a = V4::to([10, 77, 0, 1]).build();
@@ -418,7 +499,12 @@ fn nexthop_down_uses_alternate() {
     check(
         &mut dp,
         vec![
-            case("primary down -> alt", a.clone(), Expect::Forward(3), Counter::FwdV4),
+            case(
+                "primary down -> alt",
+                a.clone(),
+                Expect::Forward(3),
+                Counter::FwdV4,
+            ),
             case("down, no alt", b, Expect::Drop, Counter::DropNextHopDown),
         ],
     );
@@ -433,12 +519,18 @@ fn nexthop_down_uses_alternate() {
 fn deleted_nexthop_drops_and_route_needs_nexthop() {
     let mut dp = datapath();
     let t = dp.tables();
-    assert_eq!(t.routes_using(4).unwrap(), vec![net("10.1.2.3/32"), net("2001:db8:1:2::3/128")]);
+    assert_eq!(
+        t.routes_using(4).unwrap(),
+        vec![net("10.1.2.3/32"), net("2001:db8:1:2::3/128")]
+    );
     t.delete_nexthop(4).unwrap();
     let err = t
         .set_route(net("10.99.0.0/16"), RouteTarget::Via { id: 4, alt: None })
         .unwrap_err();
-    assert!(err.to_string().contains("next hop 4 does not exist"), "{err}");
+    assert!(
+        err.to_string().contains("next hop 4 does not exist"),
+        "{err}"
+    );
     assert!(t
         .set_route(net("10.99.0.0/16"), RouteTarget::Via { id: 0, alt: None })
         .is_err());
@@ -461,9 +553,16 @@ fn routes_round_trip() {
     assert_eq!(routes.len(), 14);
     assert!(routes.contains(&(net("10.1.2.0/24"), RouteTarget::Via { id: 3, alt: None })));
     // Host bits are cleared on insert.
-    t.set_route(net("10.50.1.7/16"), RouteTarget::Blackhole).unwrap();
-    assert_eq!(t.lookup("10.50.200.1".parse().unwrap()), Some(RouteTarget::Blackhole));
+    t.set_route(net("10.50.1.7/16"), RouteTarget::Blackhole)
+        .unwrap();
+    assert_eq!(
+        t.lookup("10.50.200.1".parse().unwrap()),
+        Some(RouteTarget::Blackhole)
+    );
     t.delete_route(net("10.50.0.0/16")).unwrap();
     assert!(t.delete_route(net("10.50.0.0/16")).is_err());
-    assert_eq!(t.lookup("10.50.200.1".parse().unwrap()), Some(RouteTarget::Via { id: 1, alt: None }));
+    assert_eq!(
+        t.lookup("10.50.200.1".parse().unwrap()),
+        Some(RouteTarget::Via { id: 1, alt: None })
+    );
 }

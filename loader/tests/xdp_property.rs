@@ -105,7 +105,11 @@ fn check_one(dp: &mut Datapath, input: &[u8]) -> Result<(), TestCaseError> {
             let ihl = usize::from(out[14] & 0x0f) * 4;
             prop_assert!(ihl >= 20);
             prop_assert_eq!(fold(sum16(&out[14..14 + ihl])), 0xffff, "bad checksum out");
-            prop_assert_eq!(fold(sum16(&input[14..14 + ihl])), 0xffff, "forwarded a bad checksum");
+            prop_assert_eq!(
+                fold(sum16(&input[14..14 + ihl])),
+                0xffff,
+                "forwarded a bad checksum"
+            );
             prop_assert_eq!(out[22], input[22] - 1, "TTL");
             prop_assert!(input[22] >= 2);
         }

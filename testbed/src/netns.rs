@@ -110,8 +110,18 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     run(
         "ip",
         &[
-            "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if,
-            "netns", b.name(),
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            b.name(),
         ],
     )?;
     for (ns, dev) in [(a, a_if), (b, b_if)] {

@@ -107,7 +107,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { args } => {
             require_root("run")?;
             setup::setup()?;
-            let mut a = vec!["run", "--release", "-p", "dcmesh-testbed", "--bin", "dcmesh-testbed", "--", "demo"];
+            let mut a = vec![
+                "run",
+                "--release",
+                "-p",
+                "dcmesh-testbed",
+                "--bin",
+                "dcmesh-testbed",
+                "--",
+                "demo",
+            ];
             a.extend(args.iter().map(String::as_str));
             cargo(&a)
         }
@@ -115,13 +124,44 @@ fn run(cli: Cli) -> Result<()> {
             require_root("bench")?;
             setup::setup()?;
             let all = ["forward", "lanes", "control"];
-            let list: Vec<&str> = if which == "all" { all.to_vec() } else { vec![which.as_str()] };
+            let list: Vec<&str> = if which == "all" {
+                all.to_vec()
+            } else {
+                vec![which.as_str()]
+            };
             for b in list {
                 let mut a: Vec<&str> = match b {
-                    "forward" => vec!["run", "--release", "-p", "dcmesh-bench", "--bin", "dcmesh-bench", "--", "forward"],
-                    "lanes" => vec!["run", "--release", "-p", "dcmesh-bench", "--bin", "bench-lanes", "--"],
-                    "control" => vec!["run", "--release", "-p", "dcmesh-bench", "--bin", "bench-control", "--"],
-                    other => bail!("unknown benchmark \"{other}\"; use forward, lanes, control or all"),
+                    "forward" => vec![
+                        "run",
+                        "--release",
+                        "-p",
+                        "dcmesh-bench",
+                        "--bin",
+                        "dcmesh-bench",
+                        "--",
+                        "forward",
+                    ],
+                    "lanes" => vec![
+                        "run",
+                        "--release",
+                        "-p",
+                        "dcmesh-bench",
+                        "--bin",
+                        "bench-lanes",
+                        "--",
+                    ],
+                    "control" => vec![
+                        "run",
+                        "--release",
+                        "-p",
+                        "dcmesh-bench",
+                        "--bin",
+                        "bench-control",
+                        "--",
+                    ],
+                    other => {
+                        bail!("unknown benchmark \"{other}\"; use forward, lanes, control or all")
+                    }
                 };
                 a.extend(args.iter().map(String::as_str));
                 println!("== bench {b} ==");

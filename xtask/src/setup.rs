@@ -99,7 +99,9 @@ fn packages() -> Result<()> {
     println!("  installing: {}", missing.join(" "));
     step(
         "apt-get update",
-        Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()),
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(Stdio::null()),
     )?;
     let mut cmd = Command::new("apt-get");
     cmd.args(["install", "-y", "-q", "--no-install-recommends"])
@@ -126,7 +128,13 @@ fn nightly() -> Result<()> {
         println!("  installing: rust nightly toolchain (eBPF needs -Z build-std)");
         step(
             "rustup toolchain install nightly",
-            Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]),
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
         )
         .context("the nightly toolchain cannot be had; eBPF programs cannot be built without it")?;
     } else {
@@ -150,7 +158,10 @@ fn bpf_linker() -> Result<()> {
     let bin = tools_dir().join("bin/bpf-linker");
     let have = output(Command::new(&bin).arg("--version")).unwrap_or_default();
     if have.contains(BPF_LINKER_VERSION) {
-        println!("  present: bpf-linker {BPF_LINKER_VERSION} ({})", bin.display());
+        println!(
+            "  present: bpf-linker {BPF_LINKER_VERSION} ({})",
+            bin.display()
+        );
         return Ok(());
     }
     println!(
@@ -188,13 +199,27 @@ fn bpf_linker() -> Result<()> {
     step(
         "cargo install bpf-linker",
         Command::new("cargo")
-            .args(["+nightly", "install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-            .args(["--no-default-features", "--features", BPF_LINKER_LLVM_FEATURE, "--locked", "--force"])
+            .args([
+                "+nightly",
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+                "--locked",
+                "--force",
+            ])
             .arg("--root")
             .arg(tools_dir())
             .env("LLVM_PREFIX", tools_dir().join("llvm")),
     )
-    .context("bpf-linker could not be built from crates.io; eBPF programs cannot be linked without it")?;
+    .context(
+        "bpf-linker could not be built from crates.io; eBPF programs cannot be linked without it",
+    )?;
     println!("  installed: bpf-linker {BPF_LINKER_VERSION}");
     Ok(())
 }
@@ -207,7 +232,11 @@ fn kernel() {
         output(Command::new("uname").arg("-r"))
             .unwrap_or_default()
             .trim(),
-        if btf { "present" } else { "MISSING (eBPF loading will fail)" }
+        if btf {
+            "present"
+        } else {
+            "MISSING (eBPF loading will fail)"
+        }
     );
     if !crate::is_root() {
         return;

@@ -12,7 +12,11 @@ use dcmesh_loader::{
 use dcmesh_schema::Verdict;
 
 #[derive(Parser)]
-#[command(name = "dcmesh-loader", version, about = "Load, attach and inspect the dcmesh XDP datapath")]
+#[command(
+    name = "dcmesh-loader",
+    version,
+    about = "Load, attach and inspect the dcmesh XDP datapath"
+)]
 struct Cli {
     /// Where maps and links are pinned (must be on bpffs; mounted if missing).
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
@@ -84,9 +88,13 @@ enum NhCmd {
         force: bool,
     },
     /// Mark next hop ID down: routes with an alternate switch to it.
-    Down { id: u32 },
+    Down {
+        id: u32,
+    },
     /// Mark next hop ID up.
-    Up { id: u32 },
+    Up {
+        id: u32,
+    },
     List,
 }
 
@@ -172,8 +180,18 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Status => {
             let t = tables(&cli)?;
             let ifs = dcmesh_loader::attached_interfaces(&cli.pin_dir);
-            println!("attached: {}", if ifs.is_empty() { "-".into() } else { ifs.join(" ") });
-            println!("route miss: {}", if t.miss_drop() { "drop" } else { "pass" });
+            println!(
+                "attached: {}",
+                if ifs.is_empty() {
+                    "-".into()
+                } else {
+                    ifs.join(" ")
+                }
+            );
+            println!(
+                "route miss: {}",
+                if t.miss_drop() { "drop" } else { "pass" }
+            );
             println!("routes: {}", t.routes()?.len());
             println!("next hops: {}", t.nexthops().len());
             let c = t.counters()?;
@@ -187,7 +205,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Counters => {
             let c = tables(&cli)?.counters()?;
             for (k, v) in c.named() {
-                println!("{:<20} {:>14} pkts {:>16} bytes", k.name(), v.packets, v.bytes);
+                println!(
+                    "{:<20} {:>14} pkts {:>16} bytes",
+                    k.name(),
+                    v.packets,
+                    v.bytes
+                );
             }
         }
         Cmd::Nexthop(n) => nexthop(&cli, n)?,
@@ -267,7 +290,9 @@ fn route(cli: &Cli, cmd: &RouteCmd) -> Result<()> {
                 ("local", None) => RouteTarget::Local,
                 ("kernel", None) => RouteTarget::Kernel,
                 ("blackhole", None) => RouteTarget::Blackhole,
-                (k, _) => bail!("unknown route kind \"{k}\"; use via ID, local, kernel or blackhole"),
+                (k, _) => {
+                    bail!("unknown route kind \"{k}\"; use via ID, local, kernel or blackhole")
+                }
             };
             t.set_route(prefix(p)?, target)?;
         }

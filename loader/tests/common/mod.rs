@@ -76,7 +76,7 @@ impl V4 {
 
     pub fn build(&self) -> Vec<u8> {
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let ihl = 20 + opts.len();
@@ -242,8 +242,17 @@ pub mod udp {
                     "setsockopt recv ttl",
                 );
                 let buf: libc::c_int = 8 << 20;
-                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &buf as *const _ as *const _, 4);
-                let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    &buf as *const _ as *const _,
+                    4,
+                );
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 200_000,
+                };
                 libc::setsockopt(
                     fd,
                     libc::SOL_SOCKET,
@@ -297,7 +306,8 @@ pub mod udp {
                 let mut c = libc::CMSG_FIRSTHDR(&msg);
                 while !c.is_null() {
                     let want = if self.v6 {
-                        ((*c).cmsg_level, (*c).cmsg_type) == (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
+                        ((*c).cmsg_level, (*c).cmsg_type)
+                            == (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
                     } else {
                         ((*c).cmsg_level, (*c).cmsg_type) == (libc::IPPROTO_IP, libc::IP_TTL)
                     };

@@ -86,7 +86,10 @@ fn demo(duration: Option<Duration>, stop: &AtomicBool) -> Result<()> {
         ns.ip(&["addr", "add", v4, "dev", dev])?;
         ns.ip(&["-6", "addr", "add", v6, "dev", dev, "nodad"])?;
     }
-    for (ns, dev, gw4, gw6) in [(&a, "a0", "10.0.1.1", "2001:db8:1::1"), (&b, "b0", "10.0.2.1", "2001:db8:2::1")] {
+    for (ns, dev, gw4, gw6) in [
+        (&a, "a0", "10.0.1.1", "2001:db8:1::1"),
+        (&b, "b0", "10.0.2.1", "2001:db8:2::1"),
+    ] {
         ns.ip(&["route", "add", "default", "via", gw4])?;
         ns.ip(&["-6", "route", "add", "default", "via", gw6])?;
         ns.exec("ethtool", &["-K", dev, "gro", "on"])?;
