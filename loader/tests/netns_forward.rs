@@ -8,41 +8,15 @@ mod common;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
-use common::{require_root, udp};
+use common::{require_root, udp, Bpffs};
 use dcmesh_loader::Tables;
 use dcmesh_schema::{Counter, Verdict};
 use dcmesh_testbed::{netns::veth, Netns};
 
 const LOADER: &str = env!("CARGO_BIN_EXE_dcmesh-loader");
-
-/// A bpffs mounted in the root mount namespace, so pins made from `ip netns exec` outlive
-/// the process that made them. Unmounted (releasing every pin) on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount() -> Self {
-        let dir = PathBuf::from(format!("/run/dcm-test-bpf-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount bpffs at {}", dir.display());
-        Self(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 struct Mesh {
     a: Netns,
@@ -165,7 +139,7 @@ fn assert_all_arrived(got: &[(u64, u8)], first: u64, n: u64, ttl: u8, what: &str
 #[test]
 fn forwards_through_namespaces_and_survives_restart() {
     require_root();
-    let bpffs = Bpffs::mount();
+    let bpffs = Bpffs::mount("fwd");
     let m = Mesh::new(&bpffs.0);
     let v4: SocketAddr = "10.0.2.2:5000".parse().unwrap();
     let v6: SocketAddr = "[2001:db8:2::2]:5000".parse().unwrap();

@@ -4,7 +4,34 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use std::{path::PathBuf, process::Command};
+
 use aya::programs::{TestRun, TestRunOptions, Xdp};
+
+/// A bpffs mounted in the root mount namespace, so pins made from `ip netns exec` outlive
+/// the process that made them. Unmounted (releasing every pin) on drop, also on panic.
+pub struct Bpffs(pub PathBuf);
+
+impl Bpffs {
+    pub fn mount(label: &str) -> Self {
+        let dir = PathBuf::from(format!("/run/dcm-test-bpf-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount bpffs at {}", dir.display());
+        Self(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
