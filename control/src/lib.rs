@@ -6,9 +6,16 @@
 //!
 //! The modules here are pure: time is always a parameter (unix seconds or milliseconds
 //! of a caller's clock), never read inside, so tests drive them with a fake clock.
+pub mod api;
 pub mod cert;
+pub mod config;
+pub mod daemon;
+pub mod decision;
+pub mod fib;
 pub mod identity;
 pub mod lsdb;
 pub mod metric;
+pub mod metrics;
+pub mod neighbour;
 pub mod spf;
 pub mod wire;

@@ -1,0 +1,472 @@
+//! The daemon's configuration file (TOML) and its validation.
+//!
+//! ```toml
+//! key = "/etc/dcmesh/node.key"            # from `dcmesh keygen` (mode 0600)
+//! certificate = "/etc/dcmesh/node.cert"   # from `dcmesh authority issue`; re-read when it changes
+//! state_dir = "/var/lib/dcmesh"           # advert sequence number survives restarts here
+//! control_socket = "/run/dcmesh.sock"     # JSON API for `dcmesh status|neighbors|routes|adverts`
+//! metrics_listen = "127.0.0.1:9477"       # Prometheus /metrics; omit to disable
+//! pin_dir = "/sys/fs/bpf/dcmesh"          # bpffs directory of the XDP datapath's pins
+//! prefixes = ["10.77.1.0/24"]             # announced; each must be granted by the certificate
+//! port = 6699                             # UDP port of hellos and adverts
+//! hello_interval_ms = 1000                # hello period per interface
+//! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos)
+//! advert_refresh_s = 30                   # re-originate at least this often
+//! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)
+//! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
+//! kernel_routes = true                    # mirror routes into the kernel FIB
+//! route_protocol = 200                    # rtnetlink protocol number of those routes
+//! xdp_mode = "auto"                       # auto | native | generic
+//!
+//! [authorities]
+//! keys = ["<64 hex>", "<64 hex>", "<64 hex>"]  # n authority public keys
+//! threshold = 2                                # k: signatures needed on a certificate
+//!
+//! [snr_policy]                            # see `metric` for the formula
+//! good_db = 25.0
+//! min_db = 10.0
+//! horizon_s = 30.0
+//!
+//! [[interface]]
+//! name = "mesh0"
+//! snr = { source = "file", path = "/run/dcmesh/snr-mesh0" }  # or "static" (db = 30), "nl80211", "none"
+//! ```
+use std::{net::SocketAddr, path::PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::{cert::Authorities, identity::NodeId, metric::SnrPolicy};
+
+fn d_state_dir() -> PathBuf {
+    "/var/lib/dcmesh".into()
+}
+fn d_socket() -> PathBuf {
+    "/run/dcmesh.sock".into()
+}
+fn d_pin_dir() -> PathBuf {
+    dcmesh_loader::DEFAULT_PIN_DIR.into()
+}
+fn d_port() -> u16 {
+    6699
+}
+fn d_hello() -> u64 {
+    1000
+}
+fn d_dead() -> u64 {
+    4000
+}
+fn d_refresh() -> u64 {
+    30
+}
+fn d_lifetime() -> u64 {
+    120
+}
+fn d_max_lifetime() -> u64 {
+    3600
+}
+fn d_true() -> bool {
+    true
+}
+fn d_proto() -> u8 {
+    200
+}
+
+/// Where a link's SNR comes from.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SnrSource {
+    /// No SNR: cost is plain ETX.
+    #[default]
+    None,
+    /// One value for every neighbour on the interface.
+    Static { db: f64 },
+    /// A file of lines `<neighbour MAC or *> <SNR dB>`, re-read every hello interval
+    /// (the testbed's radio model writes it).
+    File { path: PathBuf },
+    /// nl80211 station info (needs cfg80211 in the kernel).
+    Nl80211,
+}
+
+/// One mesh interface.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub snr: SnrSource,
+}
+
+/// The authority set, as written.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritiesConfig {
+    pub keys: Vec<String>,
+    pub threshold: usize,
+}
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The file as written (see the module docs for meaning and defaults).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub key: PathBuf,
+    pub certificate: PathBuf,
+    #[serde(default = "d_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "d_socket")]
+    pub control_socket: PathBuf,
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    #[serde(default = "d_pin_dir")]
+    pub pin_dir: PathBuf,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default = "d_port")]
+    pub port: u16,
+    #[serde(default = "d_hello")]
+    pub hello_interval_ms: u64,
+    #[serde(default = "d_dead")]
+    pub dead_interval_ms: u64,
+    #[serde(default = "d_refresh")]
+    pub advert_refresh_s: u64,
+    #[serde(default = "d_lifetime")]
+    pub advert_lifetime_s: u64,
+    #[serde(default = "d_max_lifetime")]
+    pub max_advert_lifetime_s: u64,
+    #[serde(default = "d_true")]
+    pub kernel_routes: bool,
+    #[serde(default = "d_proto")]
+    pub route_protocol: u8,
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    pub authorities: AuthoritiesConfig,
+    #[serde(default)]
+    pub snr_policy: SnrPolicy,
+    #[serde(default, rename = "interface")]
+    pub interfaces: Vec<InterfaceConfig>,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub key: PathBuf,
+    pub certificate: PathBuf,
+    pub state_dir: PathBuf,
+    pub control_socket: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub pin_dir: PathBuf,
+    pub prefixes: Vec<IpNet>,
+    pub port: u16,
+    pub hello_interval_ms: u64,
+    pub dead_interval_ms: u64,
+    pub advert_refresh_s: u64,
+    pub advert_lifetime_s: u64,
+    pub max_advert_lifetime_s: u64,
+    pub kernel_routes: bool,
+    pub route_protocol: u8,
+    pub xdp_mode: XdpMode,
+    pub authorities: Authorities,
+    pub snr_policy: SnrPolicy,
+    pub interfaces: Vec<InterfaceConfig>,
+}
+
+/// A configuration error; always names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: p.clone(),
+            source: e,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
+            e => e,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.key.as_os_str().is_empty() {
+            return Err(field(
+                "key",
+                "must be a path to a key file (\"dcmesh keygen\")",
+            ));
+        }
+        if self.certificate.as_os_str().is_empty() {
+            return Err(field("certificate", "must be a path to a certificate file"));
+        }
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| {
+                field(
+                    "metrics_listen",
+                    format!("\"{s}\" is not address:port ({e})"),
+                )
+            })?),
+        };
+        let mut prefixes = Vec::new();
+        for (i, s) in self.prefixes.iter().enumerate() {
+            let p: IpNet = s
+                .parse()
+                .map_err(|e| field(format!("prefixes[{i}]"), format!("\"{s}\": {e}")))?;
+            if p.trunc() != p {
+                return Err(field(
+                    format!("prefixes[{i}]"),
+                    format!("\"{s}\" has host bits set; did you mean {}?", p.trunc()),
+                ));
+            }
+            prefixes.push(p);
+        }
+        if prefixes.len() > crate::wire::MAX_PREFIXES {
+            return Err(field(
+                "prefixes",
+                format!("at most {} prefixes", crate::wire::MAX_PREFIXES),
+            ));
+        }
+        if self.port == 0 {
+            return Err(field("port", "must be 1..65535"));
+        }
+        if !(50..=60_000).contains(&self.hello_interval_ms) {
+            return Err(field("hello_interval_ms", "must be 50..=60000 ms"));
+        }
+        if self.dead_interval_ms < 2 * self.hello_interval_ms {
+            return Err(field(
+                "dead_interval_ms",
+                format!(
+                    "must be at least twice hello_interval_ms ({} ms), or one lost hello drops the neighbour",
+                    2 * self.hello_interval_ms
+                ),
+            ));
+        }
+        if self.advert_refresh_s == 0 {
+            return Err(field("advert_refresh_s", "must be at least 1 s"));
+        }
+        if self.advert_lifetime_s < 2 * self.advert_refresh_s {
+            return Err(field(
+                "advert_lifetime_s",
+                format!(
+                    "must be at least twice advert_refresh_s ({} s)",
+                    2 * self.advert_refresh_s
+                ),
+            ));
+        }
+        if self.max_advert_lifetime_s < self.advert_lifetime_s {
+            return Err(field(
+                "max_advert_lifetime_s",
+                "must be at least advert_lifetime_s",
+            ));
+        }
+        if matches!(self.route_protocol, 0..=4) {
+            return Err(field(
+                "route_protocol",
+                "0..4 are reserved by the kernel (unspec, redirect, kernel, boot, static)",
+            ));
+        }
+        let mut keys = Vec::new();
+        for (i, k) in self.authorities.keys.iter().enumerate() {
+            keys.push(
+                k.parse::<NodeId>()
+                    .map_err(|e| field(format!("authorities.keys[{i}]"), e.to_string()))?,
+            );
+        }
+        let authorities = Authorities::new(keys, self.authorities.threshold).map_err(|e| {
+            let f = match e {
+                crate::cert::AuthoritiesError::Duplicate(_) => "authorities.keys",
+                _ => "authorities.threshold",
+            };
+            field(f, e.to_string())
+        })?;
+        let p = &self.snr_policy;
+        if !(p.good_db.is_finite() && p.min_db.is_finite() && p.good_db > p.min_db) {
+            return Err(field(
+                "snr_policy",
+                "good_db must be finite and above min_db",
+            ));
+        }
+        if !(p.horizon_s.is_finite() && p.horizon_s >= 0.0) {
+            return Err(field("snr_policy.horizon_s", "must be ≥ 0 seconds"));
+        }
+        if self.interfaces.is_empty() {
+            return Err(field("interface", "at least one [[interface]] is needed"));
+        }
+        for (i, ifc) in self.interfaces.iter().enumerate() {
+            if ifc.name.is_empty() || ifc.name.len() >= libc::IF_NAMESIZE || ifc.name.contains('/')
+            {
+                return Err(field(
+                    format!("interface[{i}].name"),
+                    format!("\"{}\" is not an interface name", ifc.name),
+                ));
+            }
+            if self.interfaces[..i].iter().any(|o| o.name == ifc.name) {
+                return Err(field(
+                    format!("interface[{i}].name"),
+                    format!("\"{}\" listed twice", ifc.name),
+                ));
+            }
+            if let SnrSource::Static { db } = ifc.snr {
+                if !db.is_finite() {
+                    return Err(field(format!("interface[{i}].snr.db"), "must be a number"));
+                }
+            }
+        }
+        Ok(Config {
+            key: self.key,
+            certificate: self.certificate,
+            state_dir: self.state_dir,
+            control_socket: self.control_socket,
+            metrics_listen,
+            pin_dir: self.pin_dir,
+            prefixes,
+            port: self.port,
+            hello_interval_ms: self.hello_interval_ms,
+            dead_interval_ms: self.dead_interval_ms,
+            advert_refresh_s: self.advert_refresh_s,
+            advert_lifetime_s: self.advert_lifetime_s,
+            max_advert_lifetime_s: self.max_advert_lifetime_s,
+            kernel_routes: self.kernel_routes,
+            route_protocol: self.route_protocol,
+            xdp_mode: self.xdp_mode,
+            authorities,
+            snr_policy: self.snr_policy,
+            interfaces: self.interfaces,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn base() -> String {
+        let a = Identity::from_seed([1; 32]).id();
+        let b = Identity::from_seed([2; 32]).id();
+        format!(
+            "key = \"/k\"\ncertificate = \"/c\"\nprefixes = [\"10.1.0.0/24\"]\n\
+             [authorities]\nkeys = [\"{a}\", \"{b}\"]\nthreshold = 2\n\
+             [[interface]]\nname = \"mesh0\"\nsnr = {{ source = \"static\", db = 30.0 }}\n"
+        )
+    }
+
+    fn err_field(text: &str) -> String {
+        match Config::parse(text) {
+            Err(ConfigError::Field { field, .. }) => field,
+            Err(e) => format!("other: {e}"),
+            Ok(_) => "accepted".into(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_a_valid_file() {
+        let c = Config::parse(&base()).unwrap();
+        assert_eq!(c.port, 6699);
+        assert_eq!(c.hello_interval_ms, 1000);
+        assert_eq!(c.authorities.threshold(), 2);
+        assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let b = base();
+        let top = |extra: &str| format!("{extra}\n{b}");
+        assert_eq!(
+            err_field(&top("metrics_listen = \"nope\"")),
+            "metrics_listen"
+        );
+        assert_eq!(
+            err_field(&b.replace("10.1.0.0/24", "10.1.0.1/24")),
+            "prefixes[0]"
+        );
+        assert_eq!(
+            err_field(&b.replace("10.1.0.0/24", "banana")),
+            "prefixes[0]"
+        );
+        assert_eq!(err_field(&top("port = 0")), "port");
+        assert_eq!(
+            err_field(&top("hello_interval_ms = 10")),
+            "hello_interval_ms"
+        );
+        assert_eq!(
+            err_field(&top("dead_interval_ms = 1500")),
+            "dead_interval_ms"
+        );
+        assert_eq!(err_field(&top("advert_refresh_s = 0")), "advert_refresh_s");
+        assert_eq!(
+            err_field(&top("advert_lifetime_s = 30")),
+            "advert_lifetime_s"
+        );
+        assert_eq!(
+            err_field(&top("max_advert_lifetime_s = 60")),
+            "max_advert_lifetime_s"
+        );
+        assert_eq!(err_field(&top("route_protocol = 4")), "route_protocol");
+        assert_eq!(
+            err_field(&b.replace("threshold = 2", "threshold = 3")),
+            "authorities.threshold"
+        );
+        assert_eq!(
+            err_field(&b.replace("keys = [\"", "keys = [\"00")),
+            "authorities.keys[0]"
+        );
+        assert_eq!(
+            err_field(&b.replace("name = \"mesh0\"", "name = \"\"")),
+            "interface[0].name"
+        );
+        assert_eq!(
+            err_field(&format!("{b}[[interface]]\nname = \"mesh0\"\n")),
+            "interface[1].name"
+        );
+        assert_eq!(
+            err_field(&format!("{b}[snr_policy]\ngood_db = 5.0\n")),
+            "snr_policy"
+        );
+        // Unknown fields and wrong types are parse errors that name the field.
+        let e = Config::parse(&top("colour = 1")).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = Config::parse(&top("port = \"x\"")).unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+    }
+}

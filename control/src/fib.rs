@@ -1,0 +1,212 @@
+//! The kernel's side, through rtnetlink: mirroring routes into the FIB (so locally
+//! originated traffic and other routing daemons see what the datapath does) and watching
+//! links for carrier loss.
+//!
+//! Routes carry the configured protocol number (`ip route show proto 200`), so dcmesh
+//! only ever touches its own routes. IPv4 prefixes point at the neighbour's IPv6
+//! link-local address (`via inet6 fe80::…`, RFC 5549 style), so mesh interfaces need no
+//! IPv4 addresses. Updates replace in place, then stale routes are removed.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use futures::{StreamExt, TryStreamExt};
+use ipnet::IpNet;
+use rtnetlink::{
+    packet_core::NetlinkPayload,
+    packet_route::{
+        link::{LinkAttribute, LinkFlags, State},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+        RouteNetlinkMessage,
+    },
+    Handle, MulticastGroup, RouteMessageBuilder,
+};
+
+/// Where the kernel should send a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelNextHop {
+    pub ifindex: u32,
+    pub gateway: Ipv6Addr,
+}
+
+/// The dcmesh routes in the kernel FIB.
+pub struct Fib {
+    handle: Handle,
+    proto: u8,
+    installed: BTreeMap<IpNet, KernelNextHop>,
+}
+
+fn message(prefix: IpNet, nh: Option<KernelNextHop>, proto: u8) -> RouteMessage {
+    let mut m = match prefix {
+        IpNet::V4(n) => {
+            let mut b =
+                RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(n.addr(), n.prefix_len());
+            if let Some(nh) = nh {
+                b = b.via(nh.gateway).output_interface(nh.ifindex);
+            }
+            b.build()
+        }
+        IpNet::V6(n) => {
+            let mut b =
+                RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(n.addr(), n.prefix_len());
+            if let Some(nh) = nh {
+                b = b.gateway(nh.gateway).output_interface(nh.ifindex);
+            }
+            b.build()
+        }
+    };
+    m.header.protocol = RouteProtocol::Other(proto);
+    m
+}
+
+fn prefix_of(m: &RouteMessage) -> Option<IpNet> {
+    let len = m.header.destination_prefix_length;
+    m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(a)) => {
+            ipnet::Ipv4Net::new(*a, len).ok().map(IpNet::V4)
+        }
+        RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
+            ipnet::Ipv6Net::new(*a, len).ok().map(IpNet::V6)
+        }
+        _ => None,
+    })
+}
+
+impl Fib {
+    /// Opens a netlink connection (its task runs on the current tokio runtime) and
+    /// removes dcmesh routes a previous run left behind.
+    pub async fn open(proto: u8) -> anyhow::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        let mut f = Self {
+            handle,
+            proto,
+            installed: BTreeMap::new(),
+        };
+        f.adopt_leftovers().await?;
+        Ok(f)
+    }
+
+    async fn adopt_leftovers(&mut self) -> anyhow::Result<()> {
+        for family in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let mut s = self.handle.route().get(family).execute();
+            while let Some(m) = s.try_next().await? {
+                if m.header.protocol == RouteProtocol::Other(self.proto) {
+                    if let Some(p) = prefix_of(&m) {
+                        // Unknown next hop: any desired route will replace it.
+                        self.installed.insert(
+                            p,
+                            KernelNextHop {
+                                ifindex: 0,
+                                gateway: Ipv6Addr::UNSPECIFIED,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes currently installed.
+    pub fn installed(&self) -> &BTreeMap<IpNet, KernelNextHop> {
+        &self.installed
+    }
+
+    /// Makes the FIB's dcmesh routes exactly `desired`. Returns the number of failures
+    /// (each logged; the next sync retries them).
+    pub async fn sync(&mut self, desired: &BTreeMap<IpNet, KernelNextHop>) -> usize {
+        let mut failed = 0;
+        for (p, nh) in desired {
+            if self.installed.get(p) == Some(nh) {
+                continue;
+            }
+            match self
+                .handle
+                .route()
+                .add(message(*p, Some(*nh), self.proto))
+                .replace()
+                .execute()
+                .await
+            {
+                Ok(()) => {
+                    self.installed.insert(*p, *nh);
+                }
+                Err(e) => {
+                    failed += 1;
+                    log::warn!("kernel route {p} via {}%{}: {e}", nh.gateway, nh.ifindex);
+                }
+            }
+        }
+        let stale: Vec<IpNet> = self
+            .installed
+            .keys()
+            .filter(|p| !desired.contains_key(p))
+            .copied()
+            .collect();
+        for p in stale {
+            if let Err(e) = self
+                .handle
+                .route()
+                .del(message(p, None, self.proto))
+                .execute()
+                .await
+            {
+                log::debug!("remove kernel route {p}: {e}");
+            }
+            self.installed.remove(&p);
+        }
+        failed
+    }
+
+    /// Removes every dcmesh route (shutdown).
+    pub async fn flush(&mut self) {
+        self.sync(&BTreeMap::new()).await;
+    }
+}
+
+/// A link change the daemon cares about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub ifindex: u32,
+    /// Carrier present and administratively up.
+    pub up: bool,
+}
+
+/// Subscribes to link notifications; events arrive on the returned channel.
+pub fn watch_links() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<LinkEvent>> {
+    let (conn, _handle, mut msgs) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])?;
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((m, _)) = msgs.next().await {
+            let ev = match m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    let oper_up = l
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+                    let flags = l.header.flags;
+                    LinkEvent {
+                        ifindex: l.header.index,
+                        up: flags.contains(LinkFlags::Up)
+                            && (flags.contains(LinkFlags::LowerUp) || oper_up),
+                    }
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => LinkEvent {
+                    ifindex: l.header.index,
+                    up: false,
+                },
+                _ => continue,
+            };
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}

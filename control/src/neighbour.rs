@@ -1,0 +1,304 @@
+//! Neighbours heard on each mesh interface, and the links they make.
+//!
+//! A neighbour appears with its first valid hello and is lost when no hello arrived for
+//! `dead_ms` (checked every hello interval, so loss is detected within
+//! `dead_ms + hello_interval`), when its certificate expires, or at once when the
+//! interface loses carrier ([`Neighbours::drop_interface`]). A link is usable (goes into
+//! adverts) only when both directions work: the neighbour's hello must report that it
+//! hears us (`df > 0`), and we must hear it (`dr > 0`).
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::Ipv6Addr,
+};
+
+use crate::{
+    identity::NodeId,
+    metric::{self, HelloWindow, Snr, SnrPolicy},
+    wire::{Heard, Hello},
+};
+
+/// Seconds of SNR samples kept for the trend.
+pub const SNR_TREND_WINDOW_S: f64 = 10.0;
+
+/// One neighbour on one interface.
+#[derive(Clone, Debug)]
+pub struct Neighbour {
+    pub node: NodeId,
+    pub mac: [u8; 6],
+    /// Its link-local address (kernel FIB gateway).
+    pub addr: Ipv6Addr,
+    pub window: HelloWindow,
+    /// Fraction of our hellos it reported receiving (0..=1).
+    pub df: f64,
+    /// Its certificate's expiry, unix seconds.
+    pub cert_not_after: u64,
+    /// SNR samples `(seconds, dB)` of the last [`SNR_TREND_WINDOW_S`].
+    snr: VecDeque<(f64, f64)>,
+}
+
+impl Neighbour {
+    /// Current SNR and trend, if any sample exists.
+    pub fn snr(&self) -> Option<Snr> {
+        let last = self.snr.back()?;
+        let samples: Vec<(f64, f64)> = self.snr.iter().copied().collect();
+        Some(Snr {
+            db: last.1,
+            slope_db_s: metric::snr_slope(&samples),
+        })
+    }
+}
+
+/// A link's state, as the control socket and metrics show it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Link {
+    pub iface: usize,
+    pub node: NodeId,
+    #[serde(skip)]
+    pub mac: [u8; 6],
+    pub addr: Ipv6Addr,
+    pub df: f64,
+    pub dr: f64,
+    pub etx: Option<f64>,
+    pub snr_db: Option<f64>,
+    pub snr_slope_db_s: Option<f64>,
+    /// 1/256 ETX units; `None` when not bidirectional.
+    pub cost: Option<u32>,
+}
+
+/// All neighbours, per interface (by index into the configured interface list).
+#[derive(Clone, Debug, Default)]
+pub struct Neighbours {
+    per_iface: Vec<HashMap<NodeId, Neighbour>>,
+    dead_ms: u64,
+}
+
+impl Neighbours {
+    pub fn new(interfaces: usize, dead_ms: u64) -> Self {
+        Self {
+            per_iface: vec![HashMap::new(); interfaces],
+            dead_ms,
+        }
+    }
+
+    /// Records a verified hello from `src` on `iface`; `me` is our id. Returns true if
+    /// the neighbour is new on this interface.
+    pub fn on_hello(
+        &mut self,
+        iface: usize,
+        h: &Hello,
+        src: Ipv6Addr,
+        cert_not_after: u64,
+        me: &NodeId,
+        now_ms: u64,
+    ) -> bool {
+        let Some(map) = self.per_iface.get_mut(iface) else {
+            return false;
+        };
+        let df = h
+            .heard
+            .iter()
+            .find(|x| x.node == *me)
+            .map_or(0.0, |x| metric::ratio_from_wire(x.rx));
+        let mut new = false;
+        let n = map.entry(h.node).or_insert_with(|| {
+            new = true;
+            Neighbour {
+                node: h.node,
+                mac: h.mac,
+                addr: src,
+                window: HelloWindow::default(),
+                df: 0.0,
+                cert_not_after,
+                snr: VecDeque::new(),
+            }
+        });
+        n.mac = h.mac;
+        n.addr = src;
+        n.df = df;
+        n.cert_not_after = cert_not_after;
+        n.window.record(h.seq, h.interval_ms, now_ms);
+        new
+    }
+
+    /// Records an SNR sample for the neighbour with `mac` on `iface` (`None`: all).
+    pub fn set_snr(&mut self, iface: usize, mac: Option<[u8; 6]>, db: f64, now_ms: u64) {
+        let Some(map) = self.per_iface.get_mut(iface) else {
+            return;
+        };
+        let t = now_ms as f64 / 1000.0;
+        for n in map.values_mut().filter(|n| mac.is_none_or(|m| m == n.mac)) {
+            n.snr.push_back((t, db));
+            while n.snr.front().is_some_and(|s| t - s.0 > SNR_TREND_WINDOW_S) {
+                n.snr.pop_front();
+            }
+        }
+    }
+
+    /// Drops neighbours silent for more than `dead_ms` or whose certificate expired.
+    pub fn expire(&mut self, now_ms: u64, now_s: u64) -> Vec<(usize, NodeId)> {
+        let mut gone = Vec::new();
+        for (i, map) in self.per_iface.iter_mut().enumerate() {
+            map.retain(|id, n| {
+                let alive = now_ms.saturating_sub(n.window.last_heard_ms()) <= self.dead_ms
+                    && now_s < n.cert_not_after;
+                if !alive {
+                    gone.push((i, *id));
+                }
+                alive
+            });
+        }
+        gone
+    }
+
+    /// Forgets every neighbour on `iface` (carrier lost).
+    pub fn drop_interface(&mut self, iface: usize) -> Vec<NodeId> {
+        self.per_iface
+            .get_mut(iface)
+            .map(|m| m.drain().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    }
+
+    /// What we tell `iface` we hear (sorted, at most [`crate::wire::MAX_HEARD`]).
+    pub fn heard(&self, iface: usize, now_ms: u64) -> Vec<Heard> {
+        let mut v: Vec<Heard> = self
+            .per_iface
+            .get(iface)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|n| Heard {
+                node: n.node,
+                rx: metric::ratio_to_wire(n.window.ratio(now_ms)),
+            })
+            .collect();
+        v.sort_by_key(|h| h.node);
+        v.truncate(crate::wire::MAX_HEARD);
+        v
+    }
+
+    /// Every link, sorted by interface then neighbour.
+    pub fn links(&self, now_ms: u64, p: &SnrPolicy) -> Vec<Link> {
+        let mut v = Vec::new();
+        for (i, map) in self.per_iface.iter().enumerate() {
+            for n in map.values() {
+                let dr = n.window.ratio(now_ms);
+                let snr = n.snr();
+                v.push(Link {
+                    iface: i,
+                    node: n.node,
+                    mac: n.mac,
+                    addr: n.addr,
+                    df: n.df,
+                    dr,
+                    etx: metric::etx(n.df, dr),
+                    snr_db: snr.map(|s| s.db),
+                    snr_slope_db_s: snr.map(|s| s.slope_db_s),
+                    cost: metric::cost(n.df, dr, snr, p),
+                });
+            }
+        }
+        v.sort_by_key(|l| (l.iface, l.node));
+        v
+    }
+
+    /// Per neighbour, its cheapest usable link (lowest interface index on a tie).
+    pub fn best_links(&self, now_ms: u64, p: &SnrPolicy) -> BTreeMap<NodeId, Link> {
+        let mut best: BTreeMap<NodeId, Link> = BTreeMap::new();
+        for l in self.links(now_ms, p) {
+            let Some(c) = l.cost else { continue };
+            match best.get(&l.node) {
+                Some(b) if b.cost.unwrap_or(u32::MAX) <= c => {}
+                _ => {
+                    best.insert(l.node, l);
+                }
+            }
+        }
+        best
+    }
+
+    /// Number of neighbours over all interfaces.
+    pub fn len(&self) -> usize {
+        self.per_iface.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(node: u8, seq: u16, hears_me: Option<u16>) -> Hello {
+        Hello {
+            node: NodeId([node; 32]),
+            mac: [2, 0, 0, 0, 0, node],
+            seq,
+            interval_ms: 1000,
+            cert: vec![],
+            heard: hears_me
+                .map(|rx| {
+                    vec![Heard {
+                        node: NodeId([0; 32]),
+                        rx,
+                    }]
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    const ME: NodeId = NodeId([0; 32]);
+    const LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+    #[test]
+    fn one_way_links_are_not_usable_until_they_hear_us() {
+        let mut n = Neighbours::new(1, 4000);
+        assert!(n.on_hello(0, &hello(1, 1, None), LL, u64::MAX, &ME, 0));
+        assert!(n.best_links(0, &SnrPolicy::default()).is_empty());
+        assert!(!n.on_hello(0, &hello(1, 2, Some(65535)), LL, u64::MAX, &ME, 1000));
+        let b = n.best_links(1000, &SnrPolicy::default());
+        assert_eq!(b[&NodeId([1; 32])].cost, Some(256));
+        assert_eq!(n.heard(0, 1000)[0].node, NodeId([1; 32]));
+    }
+
+    #[test]
+    fn silence_beyond_the_dead_interval_loses_the_neighbour() {
+        let mut n = Neighbours::new(1, 4000);
+        n.on_hello(0, &hello(1, 1, Some(65535)), LL, u64::MAX, &ME, 10_000);
+        assert!(
+            n.expire(14_000, 0).is_empty(),
+            "exactly dead_ms of silence is still alive"
+        );
+        assert_eq!(n.expire(14_001, 0), vec![(0, NodeId([1; 32]))]);
+        assert!(n.is_empty());
+    }
+
+    #[test]
+    fn certificate_expiry_and_carrier_loss_drop_neighbours() {
+        let mut n = Neighbours::new(2, 4000);
+        n.on_hello(0, &hello(1, 1, Some(65535)), LL, 100, &ME, 0);
+        n.on_hello(1, &hello(2, 1, Some(65535)), LL, 1000, &ME, 0);
+        assert_eq!(n.expire(0, 100), vec![(0, NodeId([1; 32]))]);
+        assert_eq!(n.drop_interface(1), vec![NodeId([2; 32])]);
+        assert!(n.is_empty());
+    }
+
+    #[test]
+    fn snr_feeds_the_cost_and_the_best_link_wins() {
+        let mut n = Neighbours::new(2, 4000);
+        let p = SnrPolicy::default();
+        for i in 0..2 {
+            n.on_hello(i, &hello(1, 1, Some(65535)), LL, u64::MAX, &ME, 0);
+        }
+        n.set_snr(0, None, 10.0, 0);
+        n.set_snr(1, Some([2, 0, 0, 0, 0, 1]), 30.0, 0);
+        let b = n.best_links(0, &p);
+        assert_eq!(b[&NodeId([1; 32])].iface, 1);
+        assert_eq!(b[&NodeId([1; 32])].cost, Some(256));
+        let l = n.links(0, &p);
+        assert_eq!(l[0].cost, Some(1024));
+        // A falling SNR raises the cost.
+        n.set_snr(1, None, 20.0, 5000);
+        assert!(n.links(5000, &p)[1].cost.unwrap() > 256 * 2);
+    }
+}
