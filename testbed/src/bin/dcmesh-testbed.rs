@@ -10,55 +10,116 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 use dcmesh_loader::{AttachMode, Datapath, NextHopSpec, RouteTarget};
 use dcmesh_schema::{Counter, Verdict};
-use dcmesh_testbed::{netns, Netns};
+use dcmesh_testbed::{
+    generate::{self, GenOptions},
+    netns,
+    units::{Dur, Rate},
+    Netns,
+};
 
-fn usage() -> ! {
-    eprintln!("usage: dcmesh-testbed demo [--duration SECONDS|30s|2m]");
-    std::process::exit(2)
+#[derive(Parser)]
+#[command(
+    name = "dcmesh-testbed",
+    about = "Meshes of network namespaces running dcmesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, mult) = if let Some(n) = s.strip_suffix('m') {
-        (n, 60)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1)
-    } else {
-        (s, 1)
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("--duration \"{s}\": expected e.g. 30, 30s or 2m"))?;
-    Ok(Duration::from_secs(n * mult))
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the demo mesh and show live stats until Ctrl-C or --duration.
+    Demo {
+        /// How long to run (e.g. 30s, 2m); default: until Ctrl-C.
+        #[arg(long, value_parser = parse_dur)]
+        duration: Option<Duration>,
+    },
+    /// Write a generated topology (TOML) to stdout.
+    Gen {
+        #[command(subcommand)]
+        shape: Shape,
+        /// Client hosts, placed far apart.
+        #[arg(long, default_value_t = 2, global = true)]
+        clients: usize,
+        /// Neighbour distance in metres (line, ring, grid).
+        #[arg(long, default_value_t = 100.0, global = true)]
+        spacing: f64,
+        /// Link rate per direction (e.g. 50mbit); default unshaped.
+        #[arg(long, global = true)]
+        rate: Option<Rate>,
+        #[arg(long, default_value_t = 1, global = true)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Shape {
+    Line {
+        nodes: usize,
+    },
+    Ring {
+        nodes: usize,
+    },
+    Grid {
+        width: usize,
+        height: usize,
+    },
+    /// Random geometric placement; links where the path-loss model allows.
+    Rgg {
+        nodes: usize,
+        #[arg(long, default_value_t = 5.0)]
+        degree: f64,
+    },
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    s.parse::<Dur>().map(|d| d.0).map_err(|e| e.to_string())
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut duration = None;
-    match args.first().map(String::as_str) {
-        Some("demo") => {}
-        _ => usage(),
-    }
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--duration" => duration = Some(parse_duration(it.next().unwrap_or_else(|| usage()))?),
-            other => bail!("unknown argument \"{other}\""),
+    match Cli::parse().cmd {
+        Cmd::Gen {
+            shape,
+            clients,
+            spacing,
+            rate,
+            seed,
+        } => {
+            let o = GenOptions {
+                clients,
+                spacing_m: spacing,
+                rate,
+                seed,
+                ..GenOptions::default()
+            };
+            let t = match shape {
+                Shape::Line { nodes } => generate::line(nodes, &o)?,
+                Shape::Ring { nodes } => generate::ring(nodes, &o)?,
+                Shape::Grid { width, height } => generate::grid(width, height, &o)?,
+                Shape::Rgg { nodes, degree } => generate::random_geometric(nodes, degree, &o)?,
+            };
+            print!("{}", t.to_toml());
+            Ok(())
+        }
+        Cmd::Demo { duration } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            {
+                let stop = stop.clone();
+                ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+                    .context("install Ctrl-C handler")?;
+            }
+            let removed = netns::clear_stale()?;
+            if !removed.is_empty() {
+                println!("cleared leftovers of an earlier run: {}", removed.join(" "));
+            }
+            demo(duration, &stop)
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("install Ctrl-C handler")?;
-    }
-    let removed = netns::clear_stale()?;
-    if !removed.is_empty() {
-        println!("cleared leftovers of an earlier run: {}", removed.join(" "));
-    }
-    demo(duration, &stop)
 }
 
 fn mac(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
