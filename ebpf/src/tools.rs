@@ -7,6 +7,8 @@ mod bench_gen;
 #[cfg(target_arch = "bpf")]
 mod bench_sink;
 #[cfg(target_arch = "bpf")]
+mod link_emu;
+#[cfg(target_arch = "bpf")]
 mod redirect_only;
 
 #[cfg(target_arch = "bpf")]

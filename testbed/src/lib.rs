@@ -11,6 +11,7 @@
 //! nothing else.
 
 pub mod generate;
+pub mod linkemu;
 pub mod model;
 pub mod netns;
 pub mod plan;
