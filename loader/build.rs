@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
         unsafe { env::set_var("PATH", env::join_paths(dirs)?) };
     }
     println!("cargo:rerun-if-changed=../loader/schema/src");
+    println!("cargo:rerun-if-changed=../tsn/src");
     let root = ebpf_dir.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
         [aya_build::Package {

@@ -13,6 +13,7 @@
 mod bpffs;
 mod error;
 mod iface;
+pub mod lanes;
 mod tables;
 
 pub use error::LoaderError;

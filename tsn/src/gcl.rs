@@ -12,7 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::MAX_ENTRIES;
+use crate::{LANES, MAX_ENTRIES};
 
 /// One gate control list entry.
 #[repr(C)]
@@ -48,6 +48,27 @@ pub struct Gcl {
     pub len: u32,
     pub _pad: u32,
     pub entries: [GateEntry; MAX_ENTRIES],
+    /// Each lane's windows, sorted by start: derived from the entries by [`Gcl::new`] so
+    /// that [`Gcl::departure`] is a short scan the eBPF verifier can follow.
+    pub windows: [[Window; MAX_WINDOWS]; LANES],
+    /// Windows in use per lane (`windows[lane][..window_count[lane]]`).
+    pub window_count: [u8; LANES],
+}
+
+/// Most windows one lane can have: it must close between two windows.
+pub const MAX_WINDOWS: usize = MAX_ENTRIES / 2;
+
+/// [`Window::len_ns`] of a lane whose gate never closes.
+pub const ALWAYS_OPEN: u32 = u32::MAX;
+
+/// A maximal time a lane's gate stays open, merged across entries and the cycle end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Window {
+    /// Offset of the opening into the cycle, in ns.
+    pub start_ns: u32,
+    /// How long it stays open in ns (may run past the cycle end), or [`ALWAYS_OPEN`].
+    pub len_ns: u32,
 }
 
 impl Default for Gcl {
@@ -66,6 +87,20 @@ impl Gcl {
         let n = entries.len().min(MAX_ENTRIES);
         g.entries[..n].copy_from_slice(&entries[..n]);
         g.len = n as u32;
+        // An uncovered tail of the cycle (an invalid list) keeps every gate closed.
+        let mut padded = [GateEntry::default(); MAX_ENTRIES + 1];
+        padded[..n].copy_from_slice(&entries[..n]);
+        let sum: u64 = entries[..n].iter().map(|e| u64::from(e.interval_ns)).sum();
+        let mut m = n;
+        if sum < cycle_ns {
+            padded[n] = GateEntry::new(0, (cycle_ns - sum).min(u64::from(u32::MAX)) as u32);
+            m += 1;
+        }
+        for lane in 0..LANES as u8 {
+            let (ws, count) = windows_of(&padded[..m], lane);
+            g.windows[lane as usize] = ws;
+            g.window_count[lane as usize] = count;
+        }
         g
     }
 
@@ -140,51 +175,65 @@ impl Gcl {
     /// answer is `t`; earliest-departure-time stamps the answer.
     #[inline(always)]
     pub fn departure(&self, lane: u8, t: u64, need_ns: u64) -> Option<u64> {
-        let n = self.len as usize;
+        let l = (lane & 7) as usize;
+        let m = self.window_count[l] as usize;
+        if m == 0 || m > MAX_WINDOWS {
+            return None;
+        }
+        let c = self.cycle_ns;
         let p = self.phase(t)?;
-        let (mut k, end) = self.locate(p)?;
-        let bit = lane_bit(lane);
-        // Times relative to t: the entry in force runs from 0 (t) to `seg_end`.
-        let mut seg_start = 0u64;
-        let mut seg_end = end - p;
-        let mut run_start = 0u64;
-        let mut in_run = false;
-        // 2n+1 entries cover every window that starts within one cycle after t: a window
-        // that is not the whole cycle is shorter than a cycle. If the gate is open in every
-        // entry, the run reaches a full cycle within n+1 entries.
-        let mut step = 0;
-        while step < 2 * MAX_ENTRIES + 1 {
-            if step > 2 * n {
+        let ws = &self.windows[l];
+        // s: the first window opening after p; 0 if none does (then it is the first
+        // window of the next cycle).
+        let mut s = 0usize;
+        let mut j = 0;
+        while j < MAX_WINDOWS {
+            if j >= m {
                 break;
             }
-            if k >= MAX_ENTRIES {
+            if u64::from(ws[j].start_ns) > p {
+                s = j;
+                break;
+            }
+            j += 1;
+        }
+        // Only the window before s can be open at p (possibly since the previous cycle).
+        let cur = if s == 0 { m - 1 } else { s - 1 };
+        // black_box: the compiler can prove this bound, the eBPF verifier cannot; keep the
+        // check in the object code.
+        let cur = core::hint::black_box(cur);
+        if cur >= MAX_WINDOWS {
+            return None;
+        }
+        let w = ws[cur];
+        if w.len_ns == ALWAYS_OPEN {
+            return Some(t);
+        }
+        let off = (p + c - u64::from(w.start_ns)).checked_rem(c)?;
+        if off < u64::from(w.len_ns) && u64::from(w.len_ns) - off >= need_ns {
+            return Some(t);
+        }
+        // Otherwise the first window, in the order they open after p, that is long enough.
+        let mut j = 0;
+        while j < MAX_WINDOWS {
+            if j >= m {
+                break;
+            }
+            let mut idx = s + j;
+            if idx >= m {
+                idx -= m;
+            }
+            let idx = core::hint::black_box(idx);
+            if idx >= MAX_WINDOWS {
                 return None;
             }
-            let e = &self.entries[k];
-            if e.gates & bit != 0 {
-                if !in_run {
-                    in_run = true;
-                    run_start = seg_start;
-                }
-                if seg_end - run_start >= need_ns {
-                    return Some(t + run_start);
-                }
-                if run_start == 0 && step + 1 >= n {
-                    // Open in every entry since t: the gate never closes.
-                    return Some(t);
-                }
-            } else {
-                in_run = false;
+            let w = ws[idx];
+            if u64::from(w.len_ns) >= need_ns {
+                // Time from p to the window's next opening, in 1..=c.
+                let d = (u64::from(w.start_ns) + c - p - 1).checked_rem(c)? + 1;
+                return Some(t + d);
             }
-            k += 1;
-            if k >= n {
-                k = 0;
-            }
-            seg_start = seg_end;
-            if k < MAX_ENTRIES {
-                seg_end += u64::from(self.entries[k].interval_ns);
-            }
-            step += 1;
+            j += 1;
         }
         None
     }
@@ -251,6 +300,63 @@ impl Gcl {
             .map(|e| u64::from(e.interval_ns))
             .sum()
     }
+}
+
+/// `lane`'s windows in `entries`, sorted by start, and how many there are.
+fn windows_of(entries: &[GateEntry], lane: u8) -> ([Window; MAX_WINDOWS], u8) {
+    let mut out = [Window::default(); MAX_WINDOWS];
+    let bit = lane_bit(lane);
+    let open = |e: &GateEntry| e.gates & bit != 0;
+    if entries.is_empty() || !entries.iter().any(open) {
+        return (out, 0);
+    }
+    if entries.iter().all(open) {
+        out[0] = Window {
+            start_ns: 0,
+            len_ns: ALWAYS_OPEN,
+        };
+        return (out, 1);
+    }
+    let n = entries.len();
+    let mut starts = [0u64; MAX_ENTRIES + 1];
+    let mut acc = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        starts[i] = acc;
+        acc += u64::from(e.interval_ns);
+    }
+    // Walk once around the cycle from just after a closed entry, so no run is split.
+    let first_closed = entries.iter().position(|e| !open(e)).unwrap_or(0);
+    let mut count = 0usize;
+    let mut run: Option<Window> = None;
+    for step in 1..=n {
+        let i = (first_closed + step) % n;
+        let e = &entries[i];
+        match (open(e), run.as_mut()) {
+            (true, Some(w)) => w.len_ns = w.len_ns.saturating_add(e.interval_ns),
+            (true, None) => {
+                run = Some(Window {
+                    start_ns: starts[i].min(u64::from(u32::MAX - 1)) as u32,
+                    len_ns: e.interval_ns,
+                })
+            }
+            (false, _) => {
+                if let Some(w) = run.take() {
+                    if count < MAX_WINDOWS {
+                        out[count] = w;
+                        count += 1;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(w) = run {
+        if count < MAX_WINDOWS {
+            out[count] = w;
+            count += 1;
+        }
+    }
+    out[..count].sort_unstable_by_key(|w| w.start_ns);
+    (out, count as u8)
 }
 
 #[inline(always)]
@@ -394,7 +500,8 @@ mod tests {
         let short = Gcl::new(0, 100, &[GateEntry::new(0xff, 10)]);
         assert!(short.is_open(3, 5));
         assert!(!short.is_open(3, 50));
-        assert_eq!(short.departure(3, 50, 1), None);
+        assert_eq!(short.departure(3, 50, 1), Some(100));
+        assert_eq!(short.departure(3, 50, 11), None);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub mod config;
 
 pub use check::{Problem, Severity};
 pub use classify::{PacketKey, Rule, RuleTable};
-pub use gcl::{frame_ns, GateEntry, Gcl};
+pub use gcl::{frame_ns, GateEntry, Gcl, Window};
 pub use plan::{decide, Action, LaneParams, Link, Mode, Plan, Verdict};
 
 /// Number of lanes. Lane 0 has the highest priority, lane 7 the lowest.

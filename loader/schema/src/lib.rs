@@ -8,6 +8,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+pub mod lanes;
+
 /// Map names, shared so a rename cannot silently split the two sides.
 pub mod maps {
     /// `LPM_TRIE<Key<[u8; 4]>, Route>`: IPv4 routes.
