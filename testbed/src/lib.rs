@@ -10,11 +10,14 @@
 //! rerun after a crash can find and remove its own leftovers ([`netns::clear_stale`]) and
 //! nothing else.
 
+pub mod converge;
 pub mod generate;
 pub mod linkemu;
 pub mod model;
 pub mod netns;
 pub mod plan;
+pub mod probe;
+pub mod routes;
 pub mod topology;
 pub mod units;
 
