@@ -284,7 +284,10 @@ pub fn check(snap: &Snapshot, truth: &Truth, dests: &[Dest]) -> Check {
     c
 }
 
-fn key(t: &RouteTarget) -> (u8, u32, Option<u32>) {
+/// A route target as plain values: (kind, next hop, alternate).
+type RouteKey = (u8, u32, Option<u32>);
+
+fn key(t: &RouteTarget) -> RouteKey {
     match *t {
         RouteTarget::Via { id, alt } => (0, id, alt),
         RouteTarget::Local => (1, 0, None),
@@ -301,7 +304,7 @@ pub fn fingerprint(snap: &Snapshot) -> u64 {
         match t {
             None => 0u8.hash(&mut h),
             Some(t) => {
-                let mut r: Vec<(IpNet, (u8, u32, Option<u32>))> =
+                let mut r: Vec<(IpNet, RouteKey)> =
                     t.routes.iter().map(|(n, x)| (*n, key(x))).collect();
                 r.sort();
                 r.hash(&mut h);

@@ -470,12 +470,12 @@ mod tests {
     use super::*;
 
     /// A flow at 1 probe per ms whose probes in `lost` never arrived.
-    fn rec(n: usize, lost: &[std::ops::Range<usize>]) -> FlowRec {
+    fn rec(n: usize, lost: &[(usize, usize)]) -> FlowRec {
         let mut r = FlowRec::default();
         for seq in 0..n {
             let ns = seq as u64 * 1_000_000;
             r.sent.push(ns);
-            let gone = lost.iter().any(|l| l.contains(&seq));
+            let gone = lost.iter().any(|&(a, b)| (a..b).contains(&seq));
             r.recv.push((!gone).then_some(Rx {
                 ns: ns + 200_000,
                 ttl: Some(61),
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn outages_are_runs_with_their_lengths() {
-        let r = rec(100, &[10..13, 50..51, 90..100]);
+        let r = rec(100, &[(10, 13), (50, 51), (90, 100)]);
         let o = outages(&r, 1);
         assert_eq!(o.len(), 3);
         assert_eq!((o[0].first_seq, o[0].lost), (10, 3));
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn delivery_inside_and_outside_windows() {
-        let r = rec(100, &[10..20]);
+        let r = rec(100, &[(10, 20)]);
         assert_eq!(delivery(&r, &[], false), (100, 90));
         let w = [(10_000_000, 25_000_000)];
         assert_eq!(delivery(&r, &w, true), (15, 5));
@@ -533,7 +533,7 @@ mod tests {
 
     #[test]
     fn window_summarises_a_time_slice() {
-        let r = rec(100, &[40..45]);
+        let r = rec(100, &[(40, 45)]);
         let w = window(&r, 35_000_000, 50_000_000);
         assert_eq!((w.sent, w.delivered), (15, 10));
         assert_eq!(w.latency_p50_ns, Some(200_000));

@@ -268,13 +268,13 @@ mod tests {
         for _ in 0..300 {
             let g = random_graph(&mut rng);
             let t = compute(&g);
-            for src in 0..g.len() {
-                for dst in 0..g.len() {
+            for (src, row) in t.iter().enumerate() {
+                for (dst, hop) in row.iter().enumerate() {
                     let Some(Hop {
                         primary,
                         alt: Some(a),
                         ..
-                    }) = t[src][dst]
+                    }) = *hop
                     else {
                         continue;
                     };
