@@ -17,7 +17,8 @@
 //! - `neighbors`: [{`iface`, `node`, `mac`, `addr`, `df`, `dr`, `etx`, `snr_db`,
 //!   `snr_slope_db_s`, `cost`}] (cost in 1/256 ETX units, null when one-way).
 //! - `routes`: [{`prefix`, `origin`, `metric`, `via` {`kind`: local|neighbour,
-//!   `primary`, `alternate`}, `iface`, `mac`}].
+//!   `primary`, `alternate`}, `iface`, `mac`, `installed`}] (`installed`: written to the
+//!   datapath; false during the start-up hold or when the next hop is unknown).
 //! - `adverts`: [{`origin`, `seq`, `expires`, `cert_not_after`, `links`
 //!   [{`neighbour`, `cost`}], `prefixes`}].
 use std::path::Path;

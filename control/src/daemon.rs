@@ -89,6 +89,7 @@ struct Daemon {
     nbrs: Neighbours,
     lsdb: Lsdb,
     hello_certs: CertCache,
+    own_certs: CertCache,
     hello_rejects: HashMap<Reject, u64>,
     seq: u64,
     seq_path: PathBuf,
@@ -314,6 +315,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         ifaces,
         lsdb,
         hello_certs: CertCache::default(),
+        own_certs: CertCache::default(),
         hello_rejects: HashMap::new(),
         seq,
         seq_path,
@@ -339,7 +341,14 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = tick.tick() => d.on_tick().await,
+            _ = tick.tick() => {
+                let t0 = Instant::now();
+                d.on_tick().await;
+                let took = t0.elapsed();
+                if took > Duration::from_millis(d.cfg.hello_interval_ms / 2) {
+                    log::warn!("periodic work took {} ms (hello interval {} ms): the host is overloaded", took.as_millis(), d.cfg.hello_interval_ms);
+                }
+            }
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
                 let mut batch = vec![ev];
@@ -657,10 +666,10 @@ impl Daemon {
 
     fn check_own_cert(&mut self) -> bool {
         let now = unix_now();
+        // Signatures are checked once per certificate (cache); the window every tick.
         self.own.error = self
-            .own
-            .cert
-            .verify(&self.cfg.authorities, now)
+            .own_certs
+            .verify(&self.own.bytes, &self.cfg.authorities, now)
             .err()
             .map(|e| e.to_string());
         if let Ok(m) = self.metrics.lock() {
@@ -974,6 +983,7 @@ impl Daemon {
                         .iter()
                         .map(|r| {
                             let mut v = serde_json::to_value(r).unwrap_or_default();
+                            v["installed"] = json!(self.writer.routes().contains_key(&r.prefix));
                             if let Via::Neighbour { primary, .. } = r.via {
                                 if let Some(l) = best.get(&primary) {
                                     v["iface"] = json!(self.ifaces[l.iface].name);

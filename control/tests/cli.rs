@@ -1,0 +1,101 @@
+//! The `dcmesh` command line: keys, certificates, configuration errors. No root needed.
+use std::process::Command;
+
+fn dcmesh(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dcmesh"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keys_certificates_and_config_errors() {
+    let dir = std::env::temp_dir().join(format!("dcmesh-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ok, node, _) = dcmesh(&dir, &["keygen", "--out", "node.key"]);
+    assert!(ok);
+    let node = node.trim().to_string();
+    assert_eq!(node.len(), 64);
+    let (ok, _, err) = dcmesh(&dir, &["keygen", "--out", "node.key"]);
+    assert!(!ok && err.contains("refusing to overwrite"), "{err}");
+    let (_, a1, _) = dcmesh(&dir, &["authority", "init", "--out", "a1.key"]);
+    let (_, a2, _) = dcmesh(&dir, &["authority", "init", "--out", "a2.key"]);
+    let (ok, _, err) = dcmesh(
+        &dir,
+        &[
+            "authority",
+            "issue",
+            "--key",
+            "a1.key",
+            "--node",
+            &node,
+            "--prefix",
+            "10.1.0.0/24",
+            "--validity",
+            "5h",
+        ],
+    );
+    assert!(
+        !ok && err.contains("4 h"),
+        "validity above 4 h must be refused: {err}"
+    );
+    let (ok, _, err) = dcmesh(
+        &dir,
+        &[
+            "authority",
+            "issue",
+            "--key",
+            "a1.key",
+            "--node",
+            &node,
+            "--prefix",
+            "10.1.0.0/24",
+            "fd00::/64",
+            "--validity",
+            "4h",
+            "--out",
+            "node.cert",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = dcmesh(
+        &dir,
+        &[
+            "authority",
+            "cosign",
+            "--key",
+            "a2.key",
+            "--cert",
+            "node.cert",
+        ],
+    );
+    assert!(ok && err.contains("2 signature"), "{err}");
+    let (ok, shown, _) = dcmesh(&dir, &["show-cert", "node.cert"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(v["node"], node.as_str());
+    assert_eq!(
+        v["not_after"].as_u64().unwrap() - v["not_before"].as_u64().unwrap(),
+        4 * 3600
+    );
+    assert_eq!(v["signed_by"].as_array().unwrap().len(), 2);
+
+    let cfg = format!(
+        "key = \"node.key\"\ncertificate = \"node.cert\"\ndead_interval_ms = 1000\n[authorities]\nkeys = [\"{}\", \"{}\"]\nthreshold = 2\n[[interface]]\nname = \"mesh0\"\n",
+        a1.trim(),
+        a2.trim()
+    );
+    std::fs::write(dir.join("bad.toml"), cfg).unwrap();
+    let (ok, _, err) = dcmesh(&dir, &["run", "--config", "bad.toml"]);
+    assert!(!ok && err.contains("`dead_interval_ms`"), "{err}");
+    let (ok, _, err) = dcmesh(&dir, &["status", "--socket", "/nonexistent/dcmesh.sock"]);
+    assert!(!ok && err.contains("is \"dcmesh run\" running"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,225 @@
+//! Real daemons in network namespaces: convergence, forwarding through XDP with kernel
+//! forwarding off, rejection of injected adverts, and rerouting around a dead node.
+//! Needs root. Run with `cargo test -p dcmesh-control --test mesh`.
+mod common;
+
+use std::time::Duration;
+
+use common::{unix_now, Mesh, Node, DEAD_MS, HELLO_MS};
+use dcmesh_control::{
+    cert::Certificate,
+    identity::Identity,
+    wire::{AdvLink, Advert},
+};
+
+fn line() -> Vec<(usize, usize)> {
+    vec![(0, 1), (1, 2), (2, 3), (3, 4)]
+}
+
+fn ring() -> Vec<(usize, usize)> {
+    let mut l = line();
+    l.push((4, 0));
+    l
+}
+
+fn metrics_text(m: &Mesh, i: usize) -> String {
+    m.nodes[i]
+        .ns
+        .enter(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap()
+}
+
+#[test]
+fn line_of_five_converges_and_forwards_through_xdp() {
+    let m = Mesh::new("line", 5, &line());
+    let all: Vec<usize> = (0..5).collect();
+    m.wait_converged(&all);
+    for ns in &m.nodes {
+        let v = ns
+            .ns
+            .exec("sysctl", &["-n", "net.ipv4.ip_forward"])
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
+    }
+    // Node 0 reaches node 4 over three XDP hops; its only route is through node 1.
+    let r = m.route_to(0, 4).unwrap();
+    assert_eq!(r.2, m.nodes[1].key.id().to_string());
+    assert_eq!(r.3, "-", "a line has no loop-free alternate");
+    let before: Vec<u64> = (1..4).map(|i| m.counter(i, "fwd_v4")).collect();
+    let before6: Vec<u64> = (1..4).map(|i| m.counter(i, "fwd_v6")).collect();
+    assert!(m.ping(0, 4, false), "IPv4 ping 0 -> 4 failed\n{}", m.log(0));
+    assert!(m.ping(4, 0, true), "IPv6 ping 4 -> 0 failed\n{}", m.log(4));
+    assert_eq!(m.udp(0, 4, 20), 20, "UDP datagrams lost on 0 -> 4");
+    for (k, i) in (1..4).enumerate() {
+        let fwd = m.counter(i, "fwd_v4") - before[k];
+        // 3 echo requests + 3 replies + 20 datagrams cross every middle node.
+        assert!(
+            fwd >= 26,
+            "node {i} forwarded only {fwd} IPv4 packets in XDP"
+        );
+        assert!(
+            m.counter(i, "fwd_v6") - before6[k] >= 6,
+            "node {i}: IPv6 not forwarded in XDP"
+        );
+    }
+    // The same routes are in the kernel FIB under the dcmesh protocol number.
+    let fib = m.nodes[0]
+        .ns
+        .ip(&["route", "show", "proto", "200"])
+        .unwrap();
+    let fib = String::from_utf8_lossy(&fib.stdout);
+    for j in 1..5 {
+        assert!(
+            fib.contains(&Node::prefix(j)),
+            "kernel FIB lacks {}:\n{fib}",
+            Node::prefix(j)
+        );
+    }
+    let metrics = metrics_text(&m, 2);
+    for name in [
+        "dcmesh_link_cost{",
+        "dcmesh_adverts_received_total",
+        "dcmesh_spf_duration_seconds_count",
+        "dcmesh_datapath_packets_total{counter=\"fwd_v4\"}",
+        "dcmesh_own_cert_valid 1",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    // Carrier loss: node 1 sees its link to node 2 go at once (no waiting for silence).
+    m.nodes[2].ns.ip(&["link", "set", "to1", "down"]).unwrap();
+    m.wait_for("carrier loss on node 1", Duration::from_secs(5), |m| {
+        m.status(1)["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "to2" && i["up"] == false)
+    });
+    assert!(m.log(1).contains("carrier lost"), "{}", m.log(1));
+}
+
+/// An advert for node `origin` with its real key and certificate unless overridden.
+fn craft(
+    m: &Mesh,
+    origin: usize,
+    seq: u64,
+    expires: u64,
+    cert: &Certificate,
+    signer: &Identity,
+    prefix: &str,
+) -> Vec<u8> {
+    Advert {
+        origin: m.nodes[origin].key.id(),
+        seq,
+        expires,
+        cert: cert.encode(),
+        links: vec![AdvLink {
+            neighbour: m.nodes[0].key.id(),
+            cost: 256,
+        }],
+        prefixes: vec![prefix.parse().unwrap()],
+    }
+    .encode(|b| signer.sign(b))
+    .unwrap()
+}
+
+#[test]
+fn ring_of_five_rejects_bad_adverts_and_reroutes_around_a_dead_node() {
+    let mut m = Mesh::new("ring", 5, &ring());
+    let all: Vec<usize> = (0..5).collect();
+    m.wait_converged(&all);
+    // 0 -> 2: primary through 1 (two hops), loop-free alternate through 4.
+    let r = m.route_to(0, 2).unwrap();
+    assert_eq!(r.2, m.nodes[1].key.id().to_string());
+    assert_eq!(r.3, m.nodes[4].key.id().to_string());
+    assert!(m.ping(0, 2, false));
+
+    let snapshot: Vec<_> = (0..5).map(|i| m.routes(i)).collect();
+    let now = unix_now();
+    let seq = m.status(2)["seq"].as_u64().unwrap();
+    assert!(
+        seq >= 2,
+        "node 2 should have originated more than once by now"
+    );
+    let key2 = &m.nodes[2].key;
+    let cert2 = m.nodes[2].cert.clone();
+    let expired_cert = m.issue(key2, 2, now - 7200, now - 3600);
+    let p2 = Node::prefix(2);
+    // Every injected advert claims node 2 now only links to node 0: accepted, it would
+    // change routes everywhere.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "bad_signature",
+            craft(
+                &m,
+                2,
+                seq + 1000,
+                now + 30,
+                &cert2,
+                &Identity::generate(),
+                &p2,
+            ),
+        ),
+        ("replayed", craft(&m, 2, 1, now + 30, &cert2, key2, &p2)),
+        (
+            "expired",
+            craft(&m, 2, seq + 1000, now - 1, &cert2, key2, &p2),
+        ),
+        (
+            "cert_expired",
+            craft(&m, 2, seq + 1000, now + 30, &expired_cert, key2, &p2),
+        ),
+        (
+            "prefix_not_granted",
+            craft(&m, 2, seq + 1000, now + 30, &cert2, key2, &Node::prefix(3)),
+        ),
+    ];
+    for (reason, raw) in &cases {
+        let before = m.rejected(1, reason);
+        m.inject(0, "to1", raw);
+        m.wait_for(
+            &format!("node 1 to count a {reason} advert"),
+            Duration::from_secs(5),
+            |m| m.rejected(1, reason) > before,
+        );
+        std::thread::sleep(Duration::from_millis(3 * HELLO_MS));
+        for (i, snap) in snapshot.iter().enumerate() {
+            assert_eq!(
+                &m.routes(i),
+                snap,
+                "a {reason} advert changed node {i}'s routes"
+            );
+        }
+    }
+
+    // Kill node 1: its neighbours notice the silence, its links vanish from their
+    // adverts, its prefix is withdrawn and 0 -> 2 goes the other way round.
+    let fwd4 = m.counter(4, "fwd_v4");
+    m.kill(1);
+    let alive = [0, 2, 3, 4];
+    m.wait_for(
+        "node 1's routes to be withdrawn",
+        Duration::from_secs(10 + DEAD_MS / 1000),
+        |m| {
+            alive.iter().all(|&i| m.route_to(i, 1).is_none())
+                && m.route_to(0, 2)
+                    .is_some_and(|r| r.2 == m.nodes[4].key.id().to_string())
+        },
+    );
+    assert!(
+        m.ping(0, 2, false),
+        "0 -> 2 after node 1 died\n{}",
+        m.log(0)
+    );
+    assert!(
+        m.counter(4, "fwd_v4") >= fwd4 + 6,
+        "traffic did not go through node 4"
+    );
+}
