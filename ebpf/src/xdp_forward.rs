@@ -21,8 +21,8 @@ use dcmesh_ebpf::{
 };
 use dcmesh_schema::{
     Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP, MAX_NEXTHOPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NH_F_VALID, NUM_COUNTERS, ROUTE_F_BLACKHOLE,
-    ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
+    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NH_F_DOWN, NH_F_VALID, NUM_COUNTERS,
+    ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
 };
 
 // Map names must equal `dcmesh_schema::maps::*` (the loader test checks every one exists).
@@ -32,8 +32,6 @@ static DCMESH_ROUTES_V4: LpmTrie<[u8; 4], Route> = LpmTrie::with_max_entries(MAX
 static DCMESH_ROUTES_V6: LpmTrie<[u8; 16], Route> = LpmTrie::with_max_entries(MAX_ROUTES_V6, 0);
 #[map]
 static DCMESH_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0);
-#[map]
-static DCMESH_NH_DOWN: Array<u32> = Array::with_max_entries(MAX_NEXTHOPS, 0);
 #[map]
 static DCMESH_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 #[map]
@@ -109,22 +107,31 @@ fn route_decision(route: Option<&Route>) -> Decision {
             Decision::Done(Counter::DropBlackhole, DROP)
         };
     }
-    let mut id = route.nexthop;
-    if is_down(id) {
-        if flags & ROUTE_F_HAS_ALT == 0 || is_down(route.alt_nexthop) {
-            return Decision::Done(Counter::DropNextHopDown, DROP);
+    let Some(nh) = usable(route.nexthop) else {
+        return Decision::Done(Counter::DropNoNextHop, DROP);
+    };
+    if nh.flags & NH_F_DOWN == 0 {
+        return Decision::Send(nh);
+    }
+    if flags & ROUTE_F_HAS_ALT != 0 {
+        if let Some(alt) = usable(route.alt_nexthop) {
+            if alt.flags & NH_F_DOWN == 0 {
+                return Decision::Send(alt);
+            }
         }
-        id = route.alt_nexthop;
     }
-    match DCMESH_NEXTHOPS.get(id) {
-        Some(nh) if nh.flags & NH_F_VALID != 0 && id != 0 => Decision::Send(nh),
-        _ => Decision::Done(Counter::DropNoNextHop, DROP),
-    }
+    Decision::Done(Counter::DropNextHopDown, DROP)
 }
 
+/// The next-hop entry `id`, if it is a valid (written, non-zero) id.
 #[inline(always)]
-fn is_down(id: u32) -> bool {
-    DCMESH_NH_DOWN.get(id).is_some_and(|d| *d != 0)
+fn usable(id: u32) -> Option<&'static NextHop> {
+    if id == 0 {
+        return None;
+    }
+    DCMESH_NEXTHOPS
+        .get(id)
+        .filter(|nh| nh.flags & NH_F_VALID != 0)
 }
 
 /// Writes the next hop's MACs and redirects through its port.
@@ -178,29 +185,42 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
 }
 
 /// Verifies the IPv4 header checksum over `ihl` bytes (20..=60).
+///
+/// Sums native-order 16-bit words: one's-complement addition commutes with byte swapping,
+/// so a valid header folds to 0xffff in either byte order, and native loads avoid a swap
+/// per word. Frames start 2-byte aligned, so the IP header (at offset 14) is too.
 #[inline(always)]
 fn v4_checksum_ok(start: usize, end: usize, ihl: usize) -> bool {
-    let Some(base) = ptr_at::<[[u8; 2]; IPV4_LEN / 2]>(start, end, ETH_LEN) else {
+    let Some(base) = ptr_at::<[u16; IPV4_LEN / 2]>(start, end, ETH_LEN) else {
         return false;
     };
-    let mut sum: u32 = 0;
-    // SAFETY: bounds checked by ptr_at.
-    for w in unsafe { &*base } {
-        sum += u32::from(u16::from_be_bytes(*w));
-    }
-    // Options: at most 40 bytes, 20 words.
-    let words = (ihl - IPV4_LEN) / 2;
-    let mut i = 0;
-    while i < 20 {
-        if i >= words {
-            break;
+    // SAFETY: bounds checked by ptr_at; 2-byte alignment as above.
+    let w = unsafe { &*base };
+    let mut sum: u32 = u32::from(w[0])
+        + u32::from(w[1])
+        + u32::from(w[2])
+        + u32::from(w[3])
+        + u32::from(w[4])
+        + u32::from(w[5])
+        + u32::from(w[6])
+        + u32::from(w[7])
+        + u32::from(w[8])
+        + u32::from(w[9]);
+    if ihl > IPV4_LEN {
+        // Options: at most 40 bytes, 20 words.
+        let words = (ihl - IPV4_LEN) / 2;
+        let mut i = 0;
+        while i < 20 {
+            if i >= words {
+                break;
+            }
+            let Some(w) = ptr_at::<u16>(start, end, ETH_LEN + IPV4_LEN + i * 2) else {
+                return false;
+            };
+            // SAFETY: bounds checked by ptr_at.
+            sum += u32::from(unsafe { *w });
+            i += 1;
         }
-        let Some(w) = ptr_at::<[u8; 2]>(start, end, ETH_LEN + IPV4_LEN + i * 2) else {
-            return false;
-        };
-        // SAFETY: bounds checked by ptr_at.
-        sum += u32::from(u16::from_be_bytes(unsafe { *w }));
-        i += 1;
     }
     csum::fold(sum) == 0xffff
 }

@@ -10,8 +10,8 @@ use aya::{
 };
 use dcmesh_schema::{
     maps, Counter, CounterValue, DatapathConfig, NextHop, Route, Verdict, CFG_F_MISS_DROP,
-    MAX_NEXTHOPS, MAX_TX_PORTS, NH_F_VALID, ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT, ROUTE_F_KERNEL,
-    ROUTE_F_LOCAL,
+    MAX_NEXTHOPS, MAX_TX_PORTS, NH_F_DOWN, NH_F_VALID, ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT,
+    ROUTE_F_KERNEL, ROUTE_F_LOCAL,
 };
 pub use ipnet::IpNet;
 
@@ -141,7 +141,6 @@ pub struct Tables {
     routes_v4: LpmTrie<MapData, [u8; 4], Route>,
     routes_v6: LpmTrie<MapData, [u8; 16], Route>,
     nexthops: Array<MapData, NextHop>,
-    nh_down: Array<MapData, u32>,
     ports: DevMap<MapData>,
     config: Array<MapData, DatapathConfig>,
     counters: PerCpuArray<MapData, CounterValue>,
@@ -186,7 +185,6 @@ impl Tables {
             routes_v4: typed!(get, maps::ROUTES_V4),
             routes_v6: typed!(get, maps::ROUTES_V6),
             nexthops: typed!(get, maps::NEXTHOPS),
-            nh_down: typed!(get, maps::NEXTHOP_DOWN),
             ports: typed!(get, maps::TX_PORTS),
             config: typed!(get, maps::CONFIG),
             counters: typed!(get, maps::COUNTERS),
@@ -328,11 +326,10 @@ impl Tables {
             src_mac: spec.src_mac,
             dst_mac: spec.dst_mac,
         };
+        // A (re)written next hop starts up.
         self.nexthops
             .set(id, nh, 0)
-            .map_err(LoaderError::map(maps::NEXTHOPS))?;
-        // A reused id starts up.
-        self.set_nexthop_down(id, false)
+            .map_err(LoaderError::map(maps::NEXTHOPS))
     }
 
     /// Invalidates next hop `id`. Routes still naming it drop (counted as
@@ -354,17 +351,23 @@ impl Tables {
             .collect())
     }
 
-    /// Marks next hop `id` down (routes switch to their alternate) or up.
+    /// Marks next hop `id` down (routes switch to their alternate at once) or up again.
     pub fn set_nexthop_down(&mut self, id: u32, down: bool) -> Result<(), LoaderError> {
-        Self::check_id(id)?;
-        self.nh_down
-            .set(id, u32::from(down), 0)
-            .map_err(LoaderError::map(maps::NEXTHOP_DOWN))
+        self.require_nexthop(id)?;
+        let mut nh = self.nexthop(id).ok_or(LoaderError::NoSuchNextHop(id))?;
+        if down {
+            nh.flags |= NH_F_DOWN;
+        } else {
+            nh.flags &= !NH_F_DOWN;
+        }
+        self.nexthops
+            .set(id, nh, 0)
+            .map_err(LoaderError::map(maps::NEXTHOPS))
     }
 
     /// Whether next hop `id` is marked down.
     pub fn nexthop_down(&self, id: u32) -> bool {
-        self.nh_down.get(&id, 0).is_ok_and(|d| d != 0)
+        self.nexthop(id).is_some_and(|n| n.flags & NH_F_DOWN != 0)
     }
 
     /// The port slot holding `ifindex`, assigning a free one if needed.

@@ -24,19 +24,9 @@ pub mod maps {
     pub const CONFIG: &str = "DCMESH_CONFIG";
     /// `PERCPU_ARRAY<u32, CounterValue>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "DCMESH_COUNTERS";
-    /// `ARRAY<u32, u32>`: per next hop, non-zero when the controller has marked it down.
-    pub const NEXTHOP_DOWN: &str = "DCMESH_NH_DOWN";
 
     /// Every map the forwarding program shares with userspace (the ones that get pinned).
-    pub const FORWARDING: [&str; 7] = [
-        ROUTES_V4,
-        ROUTES_V6,
-        NEXTHOPS,
-        TX_PORTS,
-        CONFIG,
-        COUNTERS,
-        NEXTHOP_DOWN,
-    ];
+    pub const FORWARDING: [&str; 6] = [ROUTES_V4, ROUTES_V6, NEXTHOPS, TX_PORTS, CONFIG, COUNTERS];
 }
 
 /// Program names inside the eBPF object.
@@ -77,6 +67,11 @@ pub struct Route {
 
 /// Next-hop flag: the entry is in use. A zeroed (never written) slot is invalid.
 pub const NH_F_VALID: u16 = 1 << 0;
+/// Next-hop flag: the controller marked the neighbour down (carrier loss, missed hellos);
+/// routes switch to their alternate at once. Kept in the entry itself so the fast path needs
+/// no extra lookup; toggling it rewrites an otherwise identical entry, so a concurrent reader
+/// sees either the old or the new flags, never a mix of two next hops.
+pub const NH_F_DOWN: u16 = 1 << 1;
 
 /// Where and how to send a packet: egress port and the Ethernet header to write.
 #[repr(C)]
