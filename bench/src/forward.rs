@@ -1,35 +1,33 @@
-//! The forwarding benchmark of issue 2, section 5.
+//! The forwarding benchmark of issue 2, section 5 (method: `shared/notes/bench.md`).
 //!
-//! Topology: namespaces gen — R — sink joined by veth pairs (g0–r0, r1–s0), plus a direct
-//! pair gd–sd from gen to sink. The generator (`bench_gen`, XDP live frames) sends 64-byte
-//! UDP frames; the sink (`bench_sink`, XDP) counts and drops them. R is, in turn: an XDP
-//! program that only redirects (ceiling), dcmesh with one route and with a large table,
-//! and the Linux kernel with the same routes. Method: `shared/notes/bench.md`.
+//! The generator (`bench_gen`, XDP live frames) sends 64-byte UDP frames through R to the
+//! sink (`bench_sink`, XDP), which counts and drops them. R is, in turn: nothing (direct
+//! gen → sink), an XDP program that only redirects (ceiling), dcmesh with one route and
+//! with a large table, and the Linux kernel with the same routes.
+//!
+//! Cases (0)–(3) run interleaved, one repetition of each per round, so a change in the
+//! machine's background load spreads over all of them instead of biasing one; dcmesh is
+//! loaded afresh each round. The kernel cases follow, as their set-up is slow to undo.
 use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use aya::{
-    programs::{TestRun, TestRunOptions, Xdp},
-    sys::{enable_stats, Stats},
-};
-use dcmesh_loader::{
-    interface_info, AttachMode, Counters, Datapath, IpNet, NextHopSpec, RouteTarget,
-};
-use dcmesh_schema::{Counter, Verdict};
-use dcmesh_testbed::{netns, Netns};
+use aya::sys::{enable_stats, Stats};
+use dcmesh_loader::{AttachMode, Counters, Datapath, IpNet, NextHopSpec, RouteTarget};
+use dcmesh_schema::{Counter, CounterValue, Verdict};
+use dcmesh_testbed::netns;
 
 use crate::{
-    frames::{UdpV4, FRAME_LEN},
+    cost::{self, PathFrames, LONG_REPEAT},
+    frames::FRAME_LEN,
     probe,
-    report::{Case, CaseResult, Check, Meta, PathCost, Report},
+    report::{Case, CaseResult, Check, Meta, Report},
     routes,
-    tools::{GenRun, Tools},
+    tools::Tools,
+    topology::{Iface, Topology},
 };
 
 /// What to run.
@@ -39,14 +37,14 @@ pub struct Options {
     pub reps: usize,
     /// Length of one repetition, seconds.
     pub seconds: f64,
-    /// CPU the generator runs on (everything in the chain then runs there too).
+    /// CPU the generator runs on (the whole chain then runs there too); default the last.
     pub cpu: Option<usize>,
     /// Live-frames batch size (frames per redirect flush).
     pub batch: u32,
     /// Routes and destinations of the large-table cases.
     pub routes: usize,
     pub destinations: usize,
-    /// Packets per `BPF_PROG_TEST_RUN` cost measurement.
+    /// Runs per `BPF_PROG_TEST_RUN` cost figure.
     pub test_run_packets: u64,
 }
 
@@ -66,148 +64,106 @@ impl Default for Options {
 
 /// Seed of the large route table, fixed so every run loads the same table.
 const ROUTE_SEED: u64 = 0x6463_6d65_7368;
-/// Warm-up before the timed repetitions of each case (page pools, caches, frequency).
-const WARMUP: Duration = Duration::from_millis(500);
+/// Warm-up before each timed repetition (page pools, caches, a freshly attached program).
+const WARMUP: Duration = Duration::from_millis(300);
 /// Length of the extra run that reads the kernel's BPF run-time statistics.
 const STATS_RUN: Duration = Duration::from_secs(1);
 /// Time for frames still in flight to reach the sink after the generator stops.
 const SETTLE: Duration = Duration::from_millis(20);
-
-const GEN_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
-const R_IN_ADDR: &str = "10.0.1.1/24";
-const GEN_CIDR: &str = "10.0.1.2/24";
-const R_OUT_ADDR: &str = "10.0.2.1/24";
-const SINK_CIDR: &str = "10.0.2.2/24";
-const SINK_ADDR: &str = "10.0.2.2";
 /// The one-route cases: RFC 2544's benchmarking range.
 const ONE_ROUTE: &str = "198.18.0.0/15";
-const ONE_DST: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-/// TTL of the frames of the chain.
+const ONE_DST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 0, 10);
+/// TTL of the chain's frames.
 const TTL: u8 = 64;
-/// For `BPF_PROG_TEST_RUN`: the kernel does not restore the frame between repeats and
-/// the forwarder lowers the TTL in place, so a TTL-255 frame forwards 254 times.
-const TEST_TTL: u8 = 255;
-const TEST_REPEAT: u32 = 254;
-/// Repeats per call for frames the program leaves unchanged.
-const PATH_REPEAT: u32 = 1_000_000;
-/// A destination no table routes (10/8 holds only the benchmark's links, not routed).
-const MISS_DST: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
 
-/// Frames that stop at successive stages of the forwarder, for [`path_costs`].
-struct PathFrames {
-    non_ip: Vec<[u8; FRAME_LEN]>,
-    bad_csum: Vec<[u8; FRAME_LEN]>,
-    miss: Vec<[u8; FRAME_LEN]>,
-    ttl1: Vec<[u8; FRAME_LEN]>,
-    forward: Vec<[u8; FRAME_LEN]>,
+/// One generator run: frames sent, frames the sink counted, wall-clock time, and the
+/// share of that time the chain had its CPU (generator thread plus ksoftirqd); the rest
+/// went to other tasks.
+struct Once {
+    frames: u64,
+    received: u64,
+    elapsed: Duration,
+    cpu_share: f64,
 }
 
-impl PathFrames {
-    fn new(topo: &Topology, dsts: &[Ipv4Addr]) -> Self {
-        let mut non_ip = topo.chain_frame(dsts[0], TTL);
-        non_ip[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-        let mut bad_csum = topo.chain_frame(dsts[0], TTL);
-        bad_csum[24] ^= 0xff;
-        Self {
-            non_ip: vec![non_ip],
-            bad_csum: vec![bad_csum],
-            miss: vec![topo.chain_frame(MISS_DST, TTL)],
-            ttl1: dsts.iter().map(|d| topo.chain_frame(*d, 1)).collect(),
-            forward: dsts
-                .iter()
-                .map(|d| topo.chain_frame(*d, TEST_TTL))
-                .collect(),
+/// A case's results as the rounds add to them.
+#[derive(Default)]
+struct Acc {
+    mpps: Vec<f64>,
+    cpu_share: Vec<f64>,
+    generated: u64,
+    received: u64,
+    counters: Option<Counters>,
+}
+
+impl Acc {
+    fn add(&mut self, warm: Once, timed: Once) {
+        self.mpps
+            .push(timed.received as f64 / timed.elapsed.as_secs_f64() / 1e6);
+        self.cpu_share.push(timed.cpu_share);
+        self.generated += warm.frames + timed.frames;
+        self.received += warm.received + timed.received;
+    }
+
+    fn add_counters(&mut self, c: Counters) {
+        self.counters = Some(match self.counters.take() {
+            None => c,
+            Some(a) => Counters(
+                Counter::ALL
+                    .iter()
+                    .map(|k| {
+                        let (x, y) = (a.get(*k), c.get(*k));
+                        CounterValue {
+                            packets: x.packets + y.packets,
+                            bytes: x.bytes + y.bytes,
+                        }
+                    })
+                    .collect(),
+            ),
+        });
+    }
+
+    fn into_result(self, checks: Vec<Check>) -> CaseResult {
+        CaseResult {
+            mpps: self.mpps,
+            cpu_share: self.cpu_share,
+            generated: self.generated,
+            received: self.received,
+            checks,
+            ..CaseResult::default()
         }
     }
 }
 
-/// An interface as seen inside its namespace.
-#[derive(Clone, Debug)]
-struct Iface {
-    name: &'static str,
-    index: u32,
-    mac: [u8; 6],
+/// Time on the CPU, ns, from a `schedstat` file (`/proc/<pid>/schedstat`).
+fn run_ns(path: &str) -> Result<u64> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
+    s.split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .with_context(|| format!("unexpected {path}: {s:?}"))
 }
 
-/// The three namespaces and their links. Dropping it deletes the namespaces, and with
-/// them the veths and every XDP attachment on them.
-struct Topology {
-    gen: Netns,
-    r: Netns,
-    sink: Netns,
-    g0: Iface,
-    gd: Iface,
-    r0: Iface,
-    r1: Iface,
-    s0: Iface,
-    sd: Iface,
-}
-
-fn iface(ns: &Netns, name: &'static str) -> Result<Iface> {
-    let info = ns.enter(|| interface_info(name))??;
-    Ok(Iface {
-        name,
-        index: info.index,
-        mac: info.mac,
+/// The `schedstat` path of `ksoftirqd/<cpu>`, which takes over packet processing on that
+/// CPU when softirqs run long: its time is the chain's time too.
+fn ksoftirqd(cpu: usize) -> Option<String> {
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == want).then(|| e.path().join("schedstat").to_string_lossy().into_owned())
     })
-}
-
-impl Topology {
-    fn build() -> Result<Self> {
-        let gen = Netns::create("gen")?;
-        let r = Netns::create("r")?;
-        let sink = Netns::create("sink")?;
-        for ns in [&gen, &r, &sink] {
-            // No IPv6 autoconfiguration, DAD or MLD frames: the sink counts every frame.
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
-            ns.sysctl("net.ipv4.conf.default.rp_filter", "0")?;
-        }
-        r.sysctl("net.ipv4.ip_forward", "0")?;
-        netns::veth(&gen, "g0", &r, "r0")?;
-        netns::veth(&r, "r1", &sink, "s0")?;
-        netns::veth(&gen, "gd", &sink, "sd")?;
-        gen.ip(&["addr", "add", GEN_CIDR, "dev", "g0"])?;
-        r.ip(&["addr", "add", R_IN_ADDR, "dev", "r0"])?;
-        r.ip(&["addr", "add", R_OUT_ADDR, "dev", "r1"])?;
-        sink.ip(&["addr", "add", SINK_CIDR, "dev", "s0"])?;
-        Ok(Self {
-            g0: iface(&gen, "g0")?,
-            gd: iface(&gen, "gd")?,
-            r0: iface(&r, "r0")?,
-            r1: iface(&r, "r1")?,
-            s0: iface(&sink, "s0")?,
-            sd: iface(&sink, "sd")?,
-            gen,
-            r,
-            sink,
-        })
-    }
-
-    /// A chain frame to `dst` (addressed to R's ingress).
-    fn chain_frame(&self, dst: Ipv4Addr, ttl: u8) -> [u8; FRAME_LEN] {
-        UdpV4 {
-            dst_mac: self.r0.mac,
-            src_mac: self.g0.mac,
-            src: GEN_ADDR,
-            dst,
-            ttl,
-        }
-        .build()
-    }
 }
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET indexes within it (checked below);
+    ensure!(
+        cpu < 8 * std::mem::size_of::<libc::cpu_set_t>(),
+        "CPU {cpu} out of range"
+    );
+    // SAFETY: cpu_set_t is plain data, CPU_SET indexes inside it (checked above), and
     // sched_setaffinity(0, ..) affects only the calling thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        ensure!(
-            cpu < 8 * std::mem::size_of::<libc::cpu_set_t>(),
-            "CPU {cpu} out of range"
-        );
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             bail!(
@@ -227,13 +183,6 @@ struct Bench<'a> {
     cpu: usize,
 }
 
-/// Rates and frame counts of one case's repetitions.
-struct Measured {
-    mpps: Vec<f64>,
-    generated: u64,
-    received: u64,
-}
-
 impl Bench<'_> {
     fn check_stop(&self) -> Result<()> {
         if self.stop.load(Ordering::Relaxed) {
@@ -249,41 +198,40 @@ impl Bench<'_> {
         self.topo.gen.enter(|| tools.set_gen_port(port.index))?
     }
 
-    /// One generator run of `dur`; returns what was sent and what the sink counted.
-    fn run_once(&self, port: &Iface, dur: Duration) -> Result<(GenRun, u64)> {
+    /// One generator run of `dur` into `port`.
+    fn run_once(&self, port: &Iface, dur: Duration) -> Result<Once> {
         let before = self.tools.sink_count()?;
-        let (tools, opts, stop, cpu) = (&self.tools, self.opts, self.stop, self.cpu);
-        let run = self.topo.gen.enter(|| {
+        let (tools, batch, stop, cpu) = (&self.tools, self.opts.batch, self.stop, self.cpu);
+        let softirqd = ksoftirqd(cpu);
+        let soft0 = softirqd.as_deref().map(run_ns).transpose()?;
+        let (run, gen_ns) = self.topo.gen.enter(|| -> Result<_> {
             pin_to(cpu)?;
-            tools.generate(port.index, dur, opts.batch, stop)
+            let t0 = run_ns("/proc/thread-self/schedstat")?;
+            let run = tools.generate(port.index, dur, batch, stop)?;
+            Ok((run, run_ns("/proc/thread-self/schedstat")? - t0))
         })??;
+        let soft1 = softirqd.as_deref().map(run_ns).transpose()?;
         std::thread::sleep(SETTLE);
         let received = self.tools.sink_count()?.saturating_sub(before);
-        Ok((run, received))
+        let soft_ns = soft1.zip(soft0).map_or(0, |(b, a)| b.saturating_sub(a));
+        Ok(Once {
+            frames: run.frames,
+            received,
+            elapsed: run.elapsed,
+            cpu_share: ((gen_ns + soft_ns) as f64 / run.elapsed.as_nanos().max(1) as f64).min(1.0),
+        })
     }
 
-    /// Warm-up, then the timed repetitions.
-    fn measure(&self, case: Case, port: &Iface) -> Result<Measured> {
-        let (warm, warm_rx) = self.run_once(port, WARMUP)?;
-        let mut m = Measured {
-            mpps: Vec::with_capacity(self.opts.reps),
-            generated: warm.frames,
-            received: warm_rx,
-        };
-        for _ in 0..self.opts.reps {
-            let (run, rx) = self.run_once(port, Duration::from_secs_f64(self.opts.seconds))?;
-            let mpps = rx as f64 / run.elapsed.as_secs_f64() / 1e6;
-            m.mpps.push(mpps);
-            m.generated += run.frames;
-            m.received += rx;
-        }
-        let list: Vec<String> = m.mpps.iter().map(|x| format!("{x:.2}")).collect();
-        eprintln!("  {}: {} Mpps", case.label(), list.join(" "));
-        Ok(m)
+    /// A warm-up run, then one timed repetition, added to `acc`.
+    fn rep(&self, acc: &mut Acc, port: &Iface) -> Result<()> {
+        let warm = self.run_once(port, WARMUP)?;
+        let timed = self.run_once(port, Duration::from_secs_f64(self.opts.seconds))?;
+        acc.add(warm, timed);
+        Ok(())
     }
 
     /// One extra chain run with the kernel's BPF run-time statistics on; returns ns per
-    /// run of each of `progs` (by the closure's order), and frames counted at the sink.
+    /// run of each program `read` reports (run time, run count), in its order.
     fn chain_prog_ns(
         &self,
         port: &Iface,
@@ -301,148 +249,64 @@ impl Bench<'_> {
     }
 }
 
-fn prog_stats(p: &Xdp) -> Result<(u64, u64)> {
-    let i = p.info().context("read program info")?;
-    Ok((i.run_time().as_nanos() as u64, i.run_count()))
+/// Loads dcmesh on R's ingress with one next hop (the sink) and the one route.
+fn load_dcmesh(topo: &Topology) -> Result<Datapath> {
+    let mut dp = Datapath::load(None).context("load the dcmesh datapath")?;
+    let sink_mac = topo.s0.mac;
+    let route: IpNet = ONE_ROUTE.parse().expect("valid literal");
+    topo.r.enter(|| -> Result<()> {
+        dp.attach(topo.r0.name, AttachMode::Native)?;
+        let nh = NextHopSpec::via_interface(topo.r1.name, sink_mac)?;
+        dp.tables().set_nexthop(1, nh)?;
+        // Misses are dropped and counted, never silently handed to a kernel that would
+        // not forward them.
+        dp.tables().set_miss_drop(true)?;
+        dp.tables()
+            .set_route(route, RouteTarget::Via { id: 1, alt: None })?;
+        Ok(())
+    })??;
+    Ok(dp)
 }
 
-/// Mean ns per run of `prog` over about `packets` runs (`BPF_PROG_TEST_RUN`, not live),
-/// `repeat` runs per call, cycling over `frames` call by call.
-fn test_run_ns(
-    prog: &Xdp,
-    frames: &[[u8; FRAME_LEN]],
-    packets: u64,
-    repeat: u32,
-    stop: &AtomicBool,
-) -> Result<f64> {
-    let calls = packets.div_ceil(u64::from(repeat)).max(1);
-    let mut total_ns = 0u128;
-    for i in 0..calls {
-        if i % 1024 == 0 && stop.load(Ordering::Relaxed) {
+fn add_routes(dp: &mut Datapath, prefixes: &[ipnet::Ipv4Net], stop: &AtomicBool) -> Result<()> {
+    for (i, p) in prefixes.iter().enumerate() {
+        if i % 4096 == 0 && stop.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        let frame = &frames[i as usize % frames.len()];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN")?;
-        // The kernel reports the mean ns per repeat of this call.
-        total_ns += r.duration.as_nanos() * u128::from(repeat);
+        dp.tables()
+            .set_route(IpNet::V4(*p), RouteTarget::Via { id: 1, alt: None })?;
     }
-    Ok(total_ns as f64 / (calls * u64::from(repeat)) as f64)
+    Ok(())
 }
 
-/// Runs of `packets` rounded up to whole calls of `repeat`.
-fn whole_calls(packets: u64, repeat: u32) -> u64 {
-    packets.div_ceil(u64::from(repeat)).max(1) * u64::from(repeat)
-}
-
-/// The cost of each path through the forwarder, cheapest first, by running frames that
-/// stop at successive stages; the differences say what each stage costs. Paths that do
-/// not modify the frame run `PATH_REPEAT` times per call; the forwarding path uses the
-/// TTL-255 method. Each row's counter must have moved by exactly its runs.
-fn path_costs(
-    dp: &mut Datapath,
-    table: &str,
-    frames: &PathFrames,
-    opts: &Options,
-    stop: &AtomicBool,
-) -> Result<(Vec<PathCost>, Vec<Check>)> {
-    let mut rows = Vec::new();
-    let mut checks = Vec::new();
-    let cases: [(&str, Counter, &[[u8; FRAME_LEN]]); 5] = [
-        (
-            "not IP: parse Ethernet, count",
-            Counter::PassNonIp,
-            &frames.non_ip,
-        ),
-        (
-            "IPv4, bad header checksum: + IPv4 parse and checksum",
-            Counter::DropBadChecksum,
-            &frames.bad_csum,
-        ),
-        (
-            "IPv4, no route (miss = drop): + route lookup",
-            Counter::DropMiss,
-            &frames.miss,
-        ),
-        (
-            "IPv4, TTL 1: + next-hop checks",
-            Counter::PassTtl,
-            &frames.ttl1,
-        ),
-        (
-            "IPv4, forwarded: + TTL, checksum, MACs, redirect",
-            Counter::FwdV4,
-            &frames.forward,
-        ),
-    ];
-    for (path, counter, f) in cases {
-        // Unchanged frames repeat at length; the forwarded one lowers its TTL in place,
-        // and several destinations are cycled call by call.
-        let (repeat, packets) = if counter == Counter::FwdV4 || f.len() > 1 {
-            (TEST_REPEAT, opts.test_run_packets)
-        } else {
-            (PATH_REPEAT, opts.test_run_packets / 5)
-        };
-        let before = dp.tables().counters()?;
-        let ns = test_run_ns(dp.program()?, f, packets, repeat, stop)?;
-        let moved = dp.tables().counters()?.since(&before);
-        let runs = whole_calls(packets, repeat);
-        let got = moved.get(counter).packets;
-        checks.push(Check::new(
-            format!(
-                "BPF_PROG_TEST_RUN, {table}, \"{path}\": every run counted as {}",
-                counter.name()
-            ),
-            got == runs && moved.total() == runs,
-            format!(
-                "{} +{got} of {runs} runs, {} in all",
-                counter.name(),
-                moved.total()
-            ),
-        ));
-        rows.push(PathCost {
-            table: table.to_string(),
-            path: path.to_string(),
-            counter: counter.name(),
-            ns,
-        });
-    }
-    Ok((rows, checks))
-}
-
-fn sink_checks(m: &Measured, min_delivered: f64) -> Vec<Check> {
-    let frac = m.received as f64 / m.generated.max(1) as f64;
-    vec![Check::new(
-        "sink counted the generated frames",
-        m.received > 0 && m.received <= m.generated && frac >= min_delivered,
+fn sink_check(a: &Acc) -> Check {
+    let frac = a.received as f64 / a.generated.max(1) as f64;
+    Check::new(
+        "the sink counted the generated frames",
+        a.received > 0 && a.received <= a.generated && frac >= 0.99,
         format!(
-            "{} of {} frames ({:.2} %, at least {:.0} % expected)",
-            m.received,
-            m.generated,
-            frac * 100.0,
-            min_delivered * 100.0
+            "{} of {} ({:.2} %, ≥ 99 % expected)",
+            a.received,
+            a.generated,
+            frac * 100.0
         ),
-    )]
+    )
 }
 
 /// Evidence for a dcmesh case: R's counters moved only on `fwd_v4`, and the sink counted
 /// no more than R forwarded.
-fn dcmesh_checks(m: &Measured, counters: &Counters) -> Vec<Check> {
-    let fwd = counters.get(Counter::FwdV4).packets;
-    let other: Vec<String> = counters
+fn dcmesh_checks(a: &Acc) -> Vec<Check> {
+    let c = a.counters.clone().unwrap_or_default();
+    let fwd = c.get(Counter::FwdV4).packets;
+    let other: Vec<String> = c
         .named()
-        .filter(|(c, v)| *c != Counter::FwdV4 && v.packets > 0)
-        .map(|(c, v)| format!("{} {}", c.name(), v.packets))
+        .filter(|(k, v)| *k != Counter::FwdV4 && v.packets > 0)
+        .map(|(k, v)| format!("{} +{}", k.name(), v.packets))
         .collect();
     vec![
         Check::new(
-            "R's dcmesh counters: every frame forwarded, nothing passed or dropped",
-            fwd > 0 && other.is_empty() && counters.verdict(Verdict::Redirect) == fwd,
+            "R's dcmesh counters: every frame forwarded, none passed or dropped",
+            fwd > 0 && other.is_empty() && c.verdict(Verdict::Redirect) == fwd,
             format!(
                 "fwd_v4 +{fwd}{}",
                 if other.is_empty() {
@@ -454,82 +318,21 @@ fn dcmesh_checks(m: &Measured, counters: &Counters) -> Vec<Check> {
         ),
         Check::new(
             "generated ≥ R forwarded ≥ sink counted",
-            m.generated >= fwd && fwd >= m.received && m.received > 0,
+            a.generated >= fwd && fwd >= a.received && a.received > 0,
             format!(
-                "{} ≥ {fwd} ≥ {} (sink counted {:.2} % of R's forwards)",
-                m.generated,
-                m.received,
-                m.received as f64 * 100.0 / fwd.max(1) as f64
+                "{} ≥ {fwd} ≥ {} (the sink counted {:.2} % of R's forwards)",
+                a.generated,
+                a.received,
+                a.received as f64 * 100.0 / fwd.max(1) as f64
             ),
         ),
     ]
 }
 
-/// Sets up Linux forwarding on R (XDP must be detached first).
-fn kernel_forwarding(topo: &Topology) -> Result<()> {
-    let r = &topo.r;
-    r.sysctl("net.ipv4.ip_forward", "1")?;
-    r.exec("ethtool", &["-K", topo.r0.name, "gro", "on"])?;
-    let mac = dcmesh_loader::format_mac(&topo.s0.mac);
-    r.ip(&[
-        "neigh",
-        "replace",
-        SINK_ADDR,
-        "lladdr",
-        &mac,
-        "dev",
-        topo.r1.name,
-        "nud",
-        "permanent",
-    ])?;
-    r.ip(&[
-        "route",
-        "replace",
-        ONE_ROUTE,
-        "via",
-        SINK_ADDR,
-        "dev",
-        topo.r1.name,
-    ])?;
-    Ok(())
-}
-
-/// Installs `prefixes` into R's FIB in one `ip -batch` (read from stdin).
-fn kernel_routes(topo: &Topology, prefixes: &[ipnet::Ipv4Net]) -> Result<()> {
-    let mut batch = String::with_capacity(prefixes.len() * 48);
-    for p in prefixes {
-        batch.push_str(&format!(
-            "route replace {p} via {SINK_ADDR} dev {}\n",
-            topo.r1.name
-        ));
-    }
-    let mut child = Command::new("ip")
-        .args(["-n", topo.r.name(), "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run ip -batch")?;
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().context("ip -batch stdin")?;
-        stdin
-            .write_all(batch.as_bytes())
-            .context("write routes to ip -batch")?;
-    }
-    let out = child.wait_with_output().context("wait for ip -batch")?;
-    ensure!(
-        out.status.success(),
-        "ip -batch failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
 /// Evidence for a kernel case: R's IP stack forwarded what the sink counted, and nothing
 /// was dropped as "otherhost" on R's ingress.
 fn kernel_checks(
-    m: &Measured,
+    a: &Acc,
     forwarded: u64,
     r0: &[(String, u64)],
     r1: &[(String, u64)],
@@ -547,22 +350,52 @@ fn kernel_checks(
     vec![
         Check::new(
             "nstat IpForwDatagrams: generated ≥ R forwarded ≥ sink counted",
-            m.generated >= forwarded && forwarded >= m.received && m.received > 0,
-            format!("{} ≥ {forwarded} ≥ {}", m.generated, m.received),
+            a.generated >= forwarded && forwarded >= a.received && a.received > 0,
+            format!("{} ≥ {forwarded} ≥ {}", a.generated, a.received),
         ),
         Check::new(
             "no frame dropped as otherhost on r0",
             otherhost == 0,
-            format!("ip -s -s link r0: {}; r1: {}", show(r0), show(r1)),
+            format!("ip -s -s link: r0 {}; r1 {}", show(r0), show(r1)),
         ),
     ]
 }
 
+/// One line on where a chain's time goes, from the in-chain BPF statistics of the
+/// generator, R's program and the sink.
+fn stage_note(case: Case, ns: &[Option<f64>]) -> String {
+    let f = |x: Option<&Option<f64>>| {
+        x.copied()
+            .flatten()
+            .map_or("—".to_string(), |v| format!("{v:.1} ns"))
+    };
+    format!(
+        "{}: BPF run time per packet in the chain: generator {}, R's program {}, sink {}; \
+         the rest of the chain's time per packet is kernel work (live-frame pages, \
+         redirect, veth transmit, NAPI)",
+        case.label(),
+        f(ns.first()),
+        f(ns.get(1)),
+        f(ns.get(2)),
+    )
+}
+
+fn progress(case: Case, a: &Acc) {
+    if let (Some(m), Some(s)) = (a.mpps.last(), a.cpu_share.last()) {
+        eprintln!(
+            "  {:<36} {m:6.3} Mpps (generator on CPU {:.0} %)",
+            case.label(),
+            s * 100.0
+        );
+    }
+}
+
 /// Runs every case and returns the report (not yet written anywhere).
 pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     ensure!(
-        // SAFETY: no preconditions.
-        unsafe { libc::geteuid() } == 0,
+        root,
         "the forwarding benchmark creates network namespaces and loads XDP programs: run it as root"
     );
     ensure!(
@@ -592,7 +425,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
     let cpu = opts.cpu.unwrap_or(ncpu - 1);
     ensure!(
         cpu < ncpu,
-        "--cpu {cpu}: this machine has CPUs 0..{}",
+        "--cpu {cpu}: this machine has CPUs 0..={}",
         ncpu - 1
     );
 
@@ -612,154 +445,171 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
             tools.attach_sink(topo.sd.index)?;
             Ok(())
         })??;
+        topo.r.enter(|| tools.set_ceiling_port(topo.r1.index))??;
     }
     let table = routes::generate(opts.routes, opts.destinations, ROUTE_SEED);
-    let one_route: IpNet = ONE_ROUTE.parse().expect("valid literal");
+    let big_name = format!("{} routes", opts.routes);
     let one = [topo.chain_frame(ONE_DST, TTL)];
     let many: Vec<_> = table
         .destinations
         .iter()
         .map(|d| topo.chain_frame(*d, TTL))
         .collect();
+    let direct = [topo.direct_frame(ONE_DST, TTL)];
     let one_paths = PathFrames::new(&topo, &[ONE_DST]);
     let many_paths = PathFrames::new(&topo, &table.destinations);
+
     let mut report = Report::default();
+    let (mut a_direct, mut a_ceil, mut a_one, mut a_many) = (
+        Acc::default(),
+        Acc::default(),
+        Acc::default(),
+        Acc::default(),
+    );
+    let (mut ceil_ns, mut one_ns, mut many_ns) = (None, None, None);
+    let (mut ceil_chain, mut one_chain, mut many_chain) = (None, None, None);
+    let mut path_checks: [Vec<Check>; 2] = Default::default();
 
-    // (0) direct.
-    let direct_frame = UdpV4 {
-        dst_mac: topo.sd.mac,
-        src_mac: topo.gd.mac,
-        src: GEN_ADDR,
-        dst: ONE_DST,
-        ttl: TTL,
-    }
-    .build();
-    bench.prepare(&topo.gd, &[direct_frame])?;
-    let m = bench.measure(Case::Direct, &topo.gd)?;
-    report.cases.push((
-        Case::Direct,
-        CaseResult {
-            checks: sink_checks(&m, 0.99),
-            mpps: m.mpps,
-            generated: m.generated,
-            received: m.received,
-            ..CaseResult::default()
-        },
-    ));
+    for round in 0..opts.reps {
+        let last = round + 1 == opts.reps;
+        eprintln!("round {}/{}", round + 1, opts.reps);
 
-    // (1) ceiling: redirect_only on r0 → r1.
-    bench.prepare(&topo.g0, &one)?;
-    let link = {
-        let tools = &mut bench.tools;
-        topo.r.enter(|| -> Result<_> {
-            tools.set_ceiling_port(topo.r1.index)?;
-            tools.attach_ceiling(topo.r0.index)
-        })??
-    };
-    let m = bench.measure(Case::Ceiling, &topo.g0)?;
-    let prog_ns = test_run_ns(
-        bench.tools.ceiling()?,
-        &one_paths.forward,
-        opts.test_run_packets,
-        PATH_REPEAT,
-        stop,
-    )?;
-    let t = &bench.tools;
-    let chain = bench.chain_prog_ns(&topo.g0, || {
-        Ok(vec![
-            prog_stats(t.generator()?)?,
-            prog_stats(t.ceiling()?)?,
-            prog_stats(t.sink()?)?,
-        ])
-    })?;
-    report.notes.push(stage_note(Case::Ceiling, &chain));
-    bench.tools.detach_ceiling(link)?;
-    report.cases.push((
-        Case::Ceiling,
-        CaseResult {
-            checks: sink_checks(&m, 0.99),
-            mpps: m.mpps,
-            generated: m.generated,
-            received: m.received,
-            prog_ns: Some(prog_ns),
-            chain_prog_ns: chain[1],
-        },
-    ));
+        // (0) direct.
+        bench.prepare(&topo.gd, &direct)?;
+        bench.rep(&mut a_direct, &topo.gd)?;
+        progress(Case::Direct, &a_direct);
 
-    // (2) and (3): dcmesh.
-    let mut dp = Datapath::load(None).context("load the dcmesh datapath")?;
-    let sink_mac = topo.s0.mac;
-    topo.r.enter(|| -> Result<()> {
-        dp.attach(topo.r0.name, AttachMode::Native)?;
-        let nh = NextHopSpec::via_interface(topo.r1.name, sink_mac)?;
-        dp.tables().set_nexthop(1, nh)?;
-        dp.tables().set_miss_drop(true)?;
-        dp.tables()
-            .set_route(one_route, RouteTarget::Via { id: 1, alt: None })?;
-        Ok(())
-    })??;
-    let big_name = format!("{} routes", opts.routes);
-    for (case, frames, table_name, path_frames) in [
-        (Case::Dcmesh1, &one[..], "1 route", &one_paths),
-        (Case::DcmeshMany, &many[..], big_name.as_str(), &many_paths),
-    ] {
-        if case == Case::DcmeshMany {
-            let t0 = Instant::now();
-            for (i, p) in table.prefixes.iter().enumerate() {
-                if i % 4096 == 0 {
-                    bench.check_stop()?;
-                }
-                dp.tables()
-                    .set_route(IpNet::V4(*p), RouteTarget::Via { id: 1, alt: None })?;
-            }
+        // (1) ceiling.
+        bench.prepare(&topo.g0, &one)?;
+        let link = {
+            let tools = &mut bench.tools;
+            topo.r.enter(|| tools.attach_ceiling(topo.r0.index))??
+        };
+        bench.rep(&mut a_ceil, &topo.g0)?;
+        progress(Case::Ceiling, &a_ceil);
+        if last {
+            let t = &bench.tools;
+            ceil_ns = Some(cost::test_run_ns(
+                t.ceiling()?,
+                &one_paths.forward,
+                opts.test_run_packets,
+                LONG_REPEAT,
+                stop,
+            )?);
+            report.paths.push(cost::reference_cost(
+                t.ceiling()?,
+                "redirect_only: devmap redirect",
+                &one_paths.forward[0],
+                opts.test_run_packets / 5,
+                stop,
+            )?);
+            report.paths.push(cost::reference_cost(
+                t.sink()?,
+                "bench_sink: count, drop",
+                &one_paths.forward[0],
+                opts.test_run_packets / 5,
+                stop,
+            )?);
+            let ns = bench.chain_prog_ns(&topo.g0, || {
+                Ok(vec![
+                    cost::prog_stats(t.generator()?)?,
+                    cost::prog_stats(t.ceiling()?)?,
+                    cost::prog_stats(t.sink()?)?,
+                ])
+            })?;
+            report.notes.push(stage_note(Case::Ceiling, &ns));
+            ceil_chain = ns.get(1).copied().flatten();
+        }
+        bench.tools.detach_ceiling(link)?;
+
+        // (2) dcmesh, one route, freshly loaded.
+        let mut dp = load_dcmesh(&topo)?;
+        bench.prepare(&topo.g0, &one)?;
+        let c0 = dp.tables().counters()?;
+        bench.rep(&mut a_one, &topo.g0)?;
+        a_one.add_counters(dp.tables().counters()?.since(&c0));
+        progress(Case::Dcmesh1, &a_one);
+        if last {
+            let (rows, checks) =
+                cost::path_costs(&mut dp, "1 route", &one_paths, opts.test_run_packets, stop)?;
+            one_ns = rows
+                .iter()
+                .find(|r| r.counter == Counter::FwdV4.name())
+                .map(|r| r.ns);
+            report.paths.extend(rows);
+            path_checks[0] = checks;
+            let ns = dcmesh_chain_ns(&bench, &mut dp)?;
+            report.notes.push(stage_note(Case::Dcmesh1, &ns));
+            one_chain = ns.get(1).copied().flatten();
+        }
+
+        // (3) dcmesh, large table.
+        let t0 = Instant::now();
+        add_routes(&mut dp, &table.prefixes, stop)?;
+        if round == 0 {
             eprintln!(
                 "  loaded {} routes into dcmesh in {:.1} s",
                 table.prefixes.len(),
                 t0.elapsed().as_secs_f64()
             );
         }
-        bench.prepare(&topo.g0, frames)?;
-        let before = dp.tables().counters()?;
-        let m = bench.measure(case, &topo.g0)?;
-        let counters = dp.tables().counters()?.since(&before);
-        let mut checks = dcmesh_checks(&m, &counters);
-
-        let (rows, path_checks) = path_costs(&mut dp, table_name, path_frames, opts, stop)?;
-        let prog_ns = rows.last().map(|r| r.ns);
-        checks.extend(path_checks);
-        report.paths.extend(rows);
-
-        let t = &bench.tools;
-        let dpr = &mut dp;
-        let chain = bench.chain_prog_ns(&topo.g0, || {
-            Ok(vec![
-                prog_stats(t.generator()?)?,
-                prog_stats(dpr.program()?)?,
-                prog_stats(t.sink()?)?,
-            ])
-        })?;
-        report.notes.push(stage_note(case, &chain));
+        bench.prepare(&topo.g0, &many)?;
+        let c0 = dp.tables().counters()?;
+        bench.rep(&mut a_many, &topo.g0)?;
+        a_many.add_counters(dp.tables().counters()?.since(&c0));
+        progress(Case::DcmeshMany, &a_many);
+        if last {
+            let (rows, checks) =
+                cost::path_costs(&mut dp, &big_name, &many_paths, opts.test_run_packets, stop)?;
+            many_ns = rows
+                .iter()
+                .find(|r| r.counter == Counter::FwdV4.name())
+                .map(|r| r.ns);
+            report.paths.extend(rows);
+            path_checks[1] = checks;
+            let ns = dcmesh_chain_ns(&bench, &mut dp)?;
+            report.notes.push(stage_note(Case::DcmeshMany, &ns));
+            many_chain = ns.get(1).copied().flatten();
+        }
+        // Dropping the datapath detaches it from r0.
+        drop(dp);
+        bench.check_stop()?;
+    }
+    let [one_checks, many_checks] = path_checks;
+    report.cases.push((Case::Direct, {
+        let c = vec![sink_check(&a_direct)];
+        a_direct.into_result(c)
+    }));
+    report.cases.push((Case::Ceiling, {
+        let c = vec![sink_check(&a_ceil)];
+        CaseResult {
+            prog_ns: ceil_ns,
+            chain_prog_ns: ceil_chain,
+            ..a_ceil.into_result(c)
+        }
+    }));
+    for (case, acc, ns, chain, extra) in [
+        (Case::Dcmesh1, a_one, one_ns, one_chain, one_checks),
+        (Case::DcmeshMany, a_many, many_ns, many_chain, many_checks),
+    ] {
+        let mut c = dcmesh_checks(&acc);
+        c.extend(extra);
         report.cases.push((
             case,
             CaseResult {
-                checks,
-                mpps: m.mpps,
-                generated: m.generated,
-                received: m.received,
-                prog_ns,
-                chain_prog_ns: chain[1],
+                prog_ns: ns,
+                chain_prog_ns: chain,
+                ..acc.into_result(c)
             },
         ));
     }
-    // Detaches dcmesh from r0.
-    drop(dp);
 
-    // (4) and (4b): the Linux kernel.
-    kernel_forwarding(&topo)?;
+    // (4) and (4b): the Linux kernel, XDP detached (the last datapath is gone).
+    topo.kernel_forwarding(ONE_ROUTE)?;
     for (case, frames) in [(Case::Kernel1, &one[..]), (Case::KernelMany, &many[..])] {
         if case == Case::KernelMany {
             let t0 = Instant::now();
-            kernel_routes(&topo, &table.prefixes)?;
+            topo.kernel_routes(&table.prefixes)?;
             eprintln!(
                 "  loaded {} routes into R's FIB in {:.1} s",
                 table.prefixes.len(),
@@ -768,31 +618,23 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
         }
         bench.prepare(&topo.g0, frames)?;
         let fwd0 = probe::nstat(&topo.r, "IpForwDatagrams")?;
-        let (r0a, r1a) = (
-            probe::link_stats(&topo.r, topo.r0.name)?,
-            probe::link_stats(&topo.r, topo.r1.name)?,
-        );
-        let m = bench.measure(case, &topo.g0)?;
+        let r0a = probe::link_stats(&topo.r, topo.r0.name)?;
+        let r1a = probe::link_stats(&topo.r, topo.r1.name)?;
+        let mut acc = Acc::default();
+        for _ in 0..opts.reps {
+            bench.rep(&mut acc, &topo.g0)?;
+            progress(case, &acc);
+        }
         let fwd = probe::nstat(&topo.r, "IpForwDatagrams")?.saturating_sub(fwd0);
-        let (r0b, r1b) = (
-            probe::link_stats(&topo.r, topo.r0.name)?,
-            probe::link_stats(&topo.r, topo.r1.name)?,
+        let r0b = probe::link_stats(&topo.r, topo.r0.name)?;
+        let r1b = probe::link_stats(&topo.r, topo.r1.name)?;
+        let c = kernel_checks(
+            &acc,
+            fwd,
+            &probe::grown(&r0a, &r0b),
+            &probe::grown(&r1a, &r1b),
         );
-        report.cases.push((
-            case,
-            CaseResult {
-                checks: kernel_checks(
-                    &m,
-                    fwd,
-                    &probe::grown(&r0a, &r0b),
-                    &probe::grown(&r1a, &r1b),
-                ),
-                mpps: m.mpps,
-                generated: m.generated,
-                received: m.received,
-                ..CaseResult::default()
-            },
-        ));
+        report.cases.push((case, acc.into_result(c)));
     }
 
     meta.load_after = probe::loadavg();
@@ -801,27 +643,19 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report> {
     Ok(report)
 }
 
-/// One line on where a chain's time goes, from the in-chain BPF statistics of generator,
-/// R's program and sink.
-fn stage_note(case: Case, ns: &[Option<f64>]) -> String {
-    let f = |x: Option<&Option<f64>>| {
-        x.copied()
-            .flatten()
-            .map_or("—".to_string(), |v| format!("{v:.1} ns"))
-    };
-    format!(
-        "{}: BPF run time per packet in the chain: generator {}, R's program {}, sink {} \
-         (the rest of the chain's per-packet time is kernel work: live-frame pages, \
-         redirect, veth transmit and NAPI)",
-        case.label(),
-        f(ns.first()),
-        f(ns.get(1)),
-        f(ns.get(2)),
-    )
+fn dcmesh_chain_ns(bench: &Bench, dp: &mut Datapath) -> Result<Vec<Option<f64>>> {
+    let t = &bench.tools;
+    bench.chain_prog_ns(&bench.topo.g0, || {
+        Ok(vec![
+            cost::prog_stats(t.generator()?)?,
+            cost::prog_stats(dp.program()?)?,
+            cost::prog_stats(t.sink()?)?,
+        ])
+    })
 }
 
-/// Where the report goes: `dir/forward-<UTC date>.md` and `dir/forward-latest.md`.
-pub fn write(report: &Report, dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+/// Writes the report to `dir/forward-<UTC date>.md` and `dir/forward-latest.md`.
+pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let day = report.meta.date.get(..10).unwrap_or("undated");
     let md = report.markdown();

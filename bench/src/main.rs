@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+mod cost;
 mod forward;
 mod frames;
 mod probe;
@@ -15,6 +16,7 @@ mod report;
 mod routes;
 mod stats;
 mod tools;
+mod topology;
 
 #[derive(Parser)]
 #[command(version, about = "dcmesh benchmarks (run as root)")]
