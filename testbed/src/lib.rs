@@ -10,14 +10,20 @@
 //! rerun after a crash can find and remove its own leftovers ([`netns::clear_stale`]) and
 //! nothing else.
 
+pub mod chaos;
 pub mod converge;
+pub mod daemons;
 pub mod generate;
 pub mod linkemu;
+pub mod mesh;
 pub mod model;
 pub mod netns;
 pub mod plan;
 pub mod probe;
+pub mod report;
 pub mod routes;
+pub mod scenario;
+pub mod static_ctl;
 pub mod topology;
 pub mod units;
 

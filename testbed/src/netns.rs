@@ -60,6 +60,43 @@ impl Netns {
         run("ip", &a)
     }
 
+    /// A command that runs `cmd` inside the namespace (`ip netns exec`, which also gives
+    /// it this namespace's view of /sys), for callers that spawn long-lived processes.
+    pub fn command(&self, cmd: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(cmd);
+        c
+    }
+
+    /// Runs several `ip` commands inside the namespace with one process (`ip -batch`).
+    pub fn ip_batch(&self, lines: &[String]) -> Result<()> {
+        use std::io::Write;
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("run ip -batch")?;
+        child
+            .stdin
+            .take()
+            .context("ip -batch stdin")?
+            .write_all(lines.join("\n").as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "ip -n {} -batch failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `ip args` inside the namespace.
     pub fn ip(&self, args: &[&str]) -> Result<Output> {
         let mut a = vec!["-n", &self.name];
@@ -131,23 +168,94 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes `dcm-*` namespaces whose creating process is gone (leftovers of a crash).
-/// Returns the names removed. Namespaces of live processes are left alone.
+/// The pid in a `dcm-<role>-<pid>-<seq>` name, if it has that shape.
+pub fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let mut parts = rest.rsplit('-');
+    parts.next()?.parse::<u32>().ok()?;
+    parts.next()?.parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Where run directories live (on tmpfs, gone at reboot).
+pub const RUN_ROOT: &str = "/run";
+
+/// Deletes what a crashed testbed process left behind, and nothing else: `dcm-*`
+/// namespaces whose creating process is gone (after killing the processes still inside
+/// them, e.g. daemons it started), and `/run/dcm-*` run directories of gone processes
+/// (unmounting any bpffs inside first, which releases its pins). Returns what it removed.
 pub fn clear_stale() -> Result<Vec<String>> {
     let out = run("ip", &["netns", "list"])?;
     let mut removed = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(PREFIX) else {
+        let Some(pid) = owner_pid(name) else {
             continue;
         };
-        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                run("ip", &["netns", "del", name])?;
-                removed.push(name.to_string());
+        if alive(pid) {
+            continue;
+        }
+        if let Ok(p) = run("ip", &["netns", "pids", name]) {
+            for victim in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                if let Ok(v) = victim.parse::<i32>() {
+                    // SAFETY: plain kill(2) of a process inside our own stale namespace.
+                    unsafe { libc::kill(v, libc::SIGKILL) };
+                }
             }
+        }
+        run("ip", &["netns", "del", name])?;
+        removed.push(name.to_string());
+    }
+    for entry in std::fs::read_dir(RUN_ROOT).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        if alive(pid) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        unmount_below(&entry.path());
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path().display().to_string());
         }
     }
     Ok(removed)
+}
+
+/// Lazily unmounts every mount point at or below `dir` (deepest first).
+pub fn unmount_below(dir: &std::path::Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| std::path::Path::new(m).starts_with(dir))
+        .collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        if let Ok(c) = std::ffi::CString::new(m) {
+            // SAFETY: umount2 on a path string; MNT_DETACH never blocks.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pids_come_from_the_name_shape_only() {
+        assert_eq!(owner_pid("dcm-n1-1234-0"), Some(1234));
+        assert_eq!(owner_pid("dcm-emu-a-99-12"), Some(99));
+        assert_eq!(owner_pid("dcm-tb-77-3"), Some(77));
+        assert_eq!(owner_pid("dcm-n1-1234"), None);
+        assert_eq!(owner_pid("dcm-x-abc-1"), None);
+        assert_eq!(owner_pid("other-1234-0"), None);
+        assert_eq!(owner_pid("dcmesh-test-1234-0"), None);
+    }
 }
