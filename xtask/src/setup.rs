@@ -16,6 +16,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "sysctl"),
     ("util-linux", "mount (bpffs)"),
     ("nftables", "nft: testbed fault injection"),
+    ("fonts-dejavu-core", "font for the benchmark histogram pictures"),
 ];
 
 /// The bpf-linker version known to build against the nightly's LLVM here.
