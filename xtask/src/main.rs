@@ -34,6 +34,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Random faults on a random geometric mesh of real daemons (e.g. --nodes 20
+    /// --duration 5m): loops, delivery outside convergence windows, convergence times.
+    /// Needs root.
+    Chaos {
+        /// Arguments for `dcmesh-testbed chaos` (--nodes, --duration, --seed, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Benchmarks: `forward`, `lanes`, `control`, or `all` (default). Needs root.
     Bench {
         #[arg(default_value = "all")]
@@ -107,6 +115,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { args } => {
             require_root("run")?;
             setup::setup()?;
+            // The demo runs the real daemon, found next to the testbed binary.
+            cargo(&["build", "--release", "-p", "dcmesh-control", "--bin", "dcmesh"])?;
             let mut a = vec![
                 "run",
                 "--release",
@@ -116,6 +126,23 @@ fn run(cli: Cli) -> Result<()> {
                 "dcmesh-testbed",
                 "--",
                 "demo",
+            ];
+            a.extend(args.iter().map(String::as_str));
+            cargo(&a)
+        }
+        Cmd::Chaos { args } => {
+            require_root("chaos")?;
+            setup::setup()?;
+            cargo(&["build", "--release", "-p", "dcmesh-control", "--bin", "dcmesh"])?;
+            let mut a = vec![
+                "run",
+                "--release",
+                "-p",
+                "dcmesh-testbed",
+                "--bin",
+                "dcmesh-testbed",
+                "--",
+                "chaos",
             ];
             a.extend(args.iter().map(String::as_str));
             cargo(&a)
