@@ -116,7 +116,14 @@ fn run(cli: Cli) -> Result<()> {
             require_root("run")?;
             setup::setup()?;
             // The demo runs the real daemon, found next to the testbed binary.
-            cargo(&["build", "--release", "-p", "dcmesh-control", "--bin", "dcmesh"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "dcmesh-control",
+                "--bin",
+                "dcmesh",
+            ])?;
             let mut a = vec![
                 "run",
                 "--release",
@@ -133,7 +140,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Chaos { args } => {
             require_root("chaos")?;
             setup::setup()?;
-            cargo(&["build", "--release", "-p", "dcmesh-control", "--bin", "dcmesh"])?;
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "dcmesh-control",
+                "--bin",
+                "dcmesh",
+            ])?;
             let mut a = vec![
                 "run",
                 "--release",
