@@ -416,7 +416,8 @@ const METHOD: &str = "
   difference isolates what R adds per packet. Cases (0)–(3) run interleaved, one
   repetition of each per round (dcmesh loaded afresh each round), so drifting background
   load spreads over all of them; the kernel cases follow.
-- CPU share: the generator thread's plus `ksoftirqd`'s time on the chain's CPU over wall
+- The generator thread runs at nice -20, pinned to one CPU, where the whole chain runs.
+  CPU share: the generator thread's plus `ksoftirqd`'s time on the chain's CPU over wall
   time (`/proc/*/schedstat`). Below 95 %, other tasks took the CPU and the rate is a lower
   bound; Mpps per CPU-second (rate / share) then estimates the rate on a quiet machine
   (other tasks still pollute the caches), and the targets are also shown on it.

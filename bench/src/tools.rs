@@ -121,6 +121,17 @@ impl Tools {
         attach(prog_mut(&mut self.ebpf, SINK)?, ifindex, SINK)
     }
 
+    /// Attaches the generator in generic mode to `ifindex` (gen's loopback, which carries
+    /// no traffic). This keeps it in the kernel's XDP dispatcher: otherwise every
+    /// `BPF_PROG_TEST_RUN` call with `repeat > 1` swaps it in and out, waiting for an RCU
+    /// grace period each time, and those waits would count as generator time. Call
+    /// inside the generator's namespace.
+    pub fn hold_generator(&mut self, ifindex: u32) -> Result<XdpLinkId> {
+        prog_mut(&mut self.ebpf, GEN)?
+            .attach_to_if_index(ifindex, XdpMode::Skb)
+            .with_context(|| format!("attach bench_gen (generic XDP) to interface #{ifindex}"))
+    }
+
     /// Attaches the ceiling program (native XDP) to `ifindex`. Call inside the router's
     /// namespace.
     pub fn attach_ceiling(&mut self, ifindex: u32) -> Result<XdpLinkId> {
