@@ -92,7 +92,13 @@ fn main() -> Result<()> {
                 destinations: destinations as usize,
                 ..forward::Options::default()
             };
-            let report = forward::run(&opts, &stop)?;
+            let report = match forward::run(&opts, &stop) {
+                Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => {
+                    eprintln!("interrupted; every namespace and program it made is removed");
+                    std::process::exit(130);
+                }
+                r => r?,
+            };
             let md = report.markdown();
             println!("{md}");
             for p in forward::write(&report, &out)? {
