@@ -278,17 +278,18 @@ impl Certificate {
     }
 }
 
-/// Remembers certificates whose signatures already checked out, so a flood of adverts
-/// from one node costs one signature check per advert, not k + 1. Only signatures are
-/// cached: the time window is checked on every use.
+/// Remembers, per node, the certificate whose signatures last checked out, so a flood of
+/// adverts from one node costs one signature check per advert, not k + 1. Only
+/// signatures are cached: the time window is checked on every use. Keyed by node, so a
+/// renewal replaces the old entry and memory stays one certificate per node.
 #[derive(Default)]
 pub struct CertCache {
-    ok: std::collections::HashMap<Vec<u8>, u64>,
+    ok: std::collections::HashMap<NodeId, (Vec<u8>, u64)>,
 }
 
-/// Entries above which the cache is emptied (bounds memory under a flood of distinct
-/// certificates; refilling costs only signature checks).
-pub const CERT_CACHE_MAX: usize = 65_536;
+/// Entries above which the cache is emptied (bounds memory under a flood of certificates
+/// for distinct keys; refilling costs only signature checks).
+pub const CERT_CACHE_MAX: usize = 262_144;
 
 impl CertCache {
     /// Decodes and fully verifies `bytes` at `now`.
@@ -299,20 +300,33 @@ impl CertCache {
         now: u64,
     ) -> Result<Certificate, CertError> {
         let c = Certificate::decode(bytes)?;
-        c.check_window(now)?;
-        if !self.ok.contains_key(bytes) {
-            c.check_signatures(auth)?;
-            if self.ok.len() >= CERT_CACHE_MAX {
-                self.ok.clear();
-            }
-            self.ok.insert(bytes.to_vec(), c.not_after);
-        }
+        self.check(&c, bytes, auth, now)?;
         Ok(c)
+    }
+
+    /// Fully verifies `c`, already decoded from `bytes`, at `now`.
+    pub fn check(
+        &mut self,
+        c: &Certificate,
+        bytes: &[u8],
+        auth: &Authorities,
+        now: u64,
+    ) -> Result<(), CertError> {
+        c.check_window(now)?;
+        if self.ok.get(&c.node).is_some_and(|(b, _)| b == bytes) {
+            return Ok(());
+        }
+        c.check_signatures(auth)?;
+        if self.ok.len() >= CERT_CACHE_MAX {
+            self.ok.clear();
+        }
+        self.ok.insert(c.node, (bytes.to_vec(), c.not_after));
+        Ok(())
     }
 
     /// Forgets certificates expired at `now`.
     pub fn purge(&mut self, now: u64) {
-        self.ok.retain(|_, na| *na > now);
+        self.ok.retain(|_, (_, na)| *na > now);
     }
 
     pub fn len(&self) -> usize {

@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod neighbour;
 pub mod spf;
 pub mod wire;
+pub use ipnet::IpNet;

@@ -14,12 +14,32 @@
 //!   one announced by this node is local.
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet},
+    collections::{BinaryHeap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
 };
 
 use ipnet::IpNet;
 
 use crate::{identity::NodeId, wire::AdvLink};
+
+/// Hashes a node id by its first 8 bytes. Ids are Ed25519 public keys, and the table
+/// it serves holds only origins whose certificates k authorities signed, so nobody can
+/// fill it with colliding keys; that makes a keyed (slower) hash unnecessary here.
+#[derive(Default)]
+struct KeyPrefixHasher(u64);
+
+impl Hasher for KeyPrefixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
 
 /// No node / unreachable.
 pub const NONE: u32 = u32::MAX;
@@ -27,8 +47,8 @@ pub const NONE: u32 = u32::MAX;
 /// The graph, in compressed adjacency form, nodes numbered in key order.
 #[derive(Clone, Debug, Default)]
 pub struct Topology {
+    /// Sorted.
     ids: Vec<NodeId>,
-    index: HashMap<NodeId, u32>,
     /// Edges of node i are `edges[offsets[i]..offsets[i + 1]]`.
     offsets: Vec<u32>,
     edges: Vec<(u32, u32)>,
@@ -43,57 +63,61 @@ pub struct NodeInput<'a> {
 }
 
 impl Topology {
-    /// Builds the graph from every node's announcement.
+    /// Builds the graph from every node's announcement. O(E log E): ids are found by
+    /// binary search and the bidirectional check is a binary search in the other end's
+    /// sorted claims (no hashing of 32-byte keys).
     pub fn build<'a>(nodes: impl IntoIterator<Item = NodeInput<'a>>) -> Self {
         let mut nodes: Vec<NodeInput<'a>> = nodes.into_iter().collect();
-        nodes.sort_by_key(|n| n.id);
+        nodes.sort_unstable_by_key(|n| n.id);
         nodes.dedup_by_key(|n| n.id);
         let ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
-        let index: HashMap<NodeId, u32> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (*id, i as u32))
-            .collect();
-        let mut claims: HashSet<(u32, u32)> = HashSet::new();
+        let mut index: HashMap<NodeId, u32, BuildHasherDefault<KeyPrefixHasher>> =
+            HashMap::with_capacity_and_hasher(ids.len(), Default::default());
+        index.extend(ids.iter().enumerate().map(|(i, id)| (*id, i as u32)));
+        let find = |id: &NodeId| index.get(id).copied();
+        // Claimed links per node: (neighbour, cheapest cost), sorted, self-links dropped.
+        let mut c_off = Vec::with_capacity(ids.len() + 1);
+        let mut claims: Vec<(u32, u32)> = Vec::new();
         for (u, n) in nodes.iter().enumerate() {
-            for l in n.links {
-                if let Some(&v) = index.get(&l.neighbour) {
-                    claims.insert((u as u32, v));
-                }
-            }
-        }
-        let mut offsets = Vec::with_capacity(ids.len() + 1);
-        let mut edges = Vec::new();
-        let mut prefixes = Vec::new();
-        for (u, n) in nodes.iter().enumerate() {
-            offsets.push(edges.len() as u32);
-            let start = edges.len();
-            for l in n.links {
-                let Some(&v) = index.get(&l.neighbour) else {
-                    continue;
-                };
-                if v == u as u32 || !claims.contains(&(v, u as u32)) {
-                    continue;
-                }
-                edges.push((v, l.cost.max(1)));
-            }
-            // One edge per neighbour, the cheapest, in neighbour order.
-            let mine = &mut edges[start..];
-            mine.sort_unstable();
+            c_off.push(claims.len());
+            let start = claims.len();
+            claims.extend(
+                n.links
+                    .iter()
+                    .filter_map(|l| find(&l.neighbour).map(|v| (v, l.cost.max(1))))
+                    .filter(|&(v, _)| v != u as u32),
+            );
+            claims[start..].sort_unstable();
             let mut w = start;
-            for r in start..edges.len() {
-                if w == start || edges[w - 1].0 != edges[r].0 {
-                    edges[w] = edges[r];
+            for r in start..claims.len() {
+                if w == start || claims[w - 1].0 != claims[r].0 {
+                    claims[w] = claims[r];
                     w += 1;
                 }
             }
-            edges.truncate(w);
+            claims.truncate(w);
+        }
+        c_off.push(claims.len());
+        let claimed = |u: u32, v: u32| {
+            let c = &claims[c_off[u as usize]..c_off[u as usize + 1]];
+            c.binary_search_by_key(&v, |e| e.0).is_ok()
+        };
+        let mut offsets = Vec::with_capacity(ids.len() + 1);
+        let mut edges = Vec::with_capacity(claims.len());
+        let mut prefixes = Vec::new();
+        for (u, n) in nodes.iter().enumerate() {
+            offsets.push(edges.len() as u32);
+            edges.extend(
+                claims[c_off[u]..c_off[u + 1]]
+                    .iter()
+                    .copied()
+                    .filter(|&(v, _)| claimed(v, u as u32)),
+            );
             prefixes.extend(n.prefixes.iter().map(|p| (p.trunc(), u as u32)));
         }
         offsets.push(edges.len() as u32);
         Self {
             ids,
-            index,
             offsets,
             edges,
             prefixes,
@@ -113,7 +137,7 @@ impl Topology {
     }
 
     pub fn index_of(&self, id: &NodeId) -> Option<u32> {
-        self.index.get(id).copied()
+        self.ids.binary_search(id).ok().map(|i| i as u32)
     }
 
     /// Bidirectional edges out of `u`: (neighbour, cost).
