@@ -22,21 +22,6 @@ fn ring() -> Vec<(usize, usize)> {
     l
 }
 
-fn metrics_text(m: &Mesh, i: usize) -> String {
-    m.nodes[i]
-        .ns
-        .enter(|| {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .unwrap()
-}
-
 #[test]
 fn line_of_five_converges_and_forwards_through_xdp() {
     let m = Mesh::new("line", 5, &line());
@@ -83,7 +68,7 @@ fn line_of_five_converges_and_forwards_through_xdp() {
             Node::prefix(j)
         );
     }
-    let metrics = metrics_text(&m, 2);
+    let metrics = m.metrics(2);
     for name in [
         "dcmesh_link_cost{",
         "dcmesh_adverts_received_total",

@@ -265,6 +265,41 @@ impl Mesh {
         }
     }
 
+    /// SIGTERMs node `i`'s daemon and waits for it to exit (a clean shutdown).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].daemon.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().unwrap();
+            assert!(
+                status.success(),
+                "node {i} exited with {status}\n{}",
+                self.log(i)
+            );
+        }
+    }
+
+    /// Node `i`'s Prometheus exposition (`GET /metrics` inside its namespace).
+    pub fn metrics(&self, i: usize) -> String {
+        self.nodes[i]
+            .ns
+            .enter(|| {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                out
+            })
+            .unwrap()
+    }
+
+    /// Node `i`'s pin directory.
+    pub fn pin_dir(&self, i: usize) -> PathBuf {
+        self.bpffs.join(format!("node{i}"))
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.nodes[i].dir.join("log")).unwrap_or_default()
     }
