@@ -9,7 +9,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, DevMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, DevMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use dcmesh_ebpf::{
@@ -20,9 +20,10 @@ use dcmesh_ebpf::{
     },
 };
 use dcmesh_schema::{
-    Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP, MAX_NEXTHOPS,
-    MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NH_F_DOWN, NH_F_VALID, NUM_COUNTERS,
-    ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
+    CachedRoute, Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP,
+    MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NEXTHOP_ETH_OFFSET, NH_F_DOWN,
+    NH_F_VALID, NUM_COUNTERS, ROUTE_CACHE_ENTRIES, ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT,
+    ROUTE_F_KERNEL, ROUTE_F_LOCAL,
 };
 
 // Map names must equal `dcmesh_schema::maps::*` (the loader test checks every one exists).
@@ -36,6 +37,12 @@ static DCMESH_NEXTHOPS: Array<NextHop> = Array::with_max_entries(MAX_NEXTHOPS, 0
 static DCMESH_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 #[map]
 static DCMESH_CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
+#[map]
+static DCMESH_RCACHE_V4: LruPerCpuHashMap<[u8; 4], CachedRoute> =
+    LruPerCpuHashMap::with_max_entries(ROUTE_CACHE_ENTRIES, 0);
+#[map]
+static DCMESH_RCACHE_V6: LruPerCpuHashMap<[u8; 16], CachedRoute> =
+    LruPerCpuHashMap::with_max_entries(ROUTE_CACHE_ENTRIES, 0);
 #[map]
 static DCMESH_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
@@ -85,13 +92,41 @@ enum Decision {
     Send(&'static NextHop),
 }
 
+/// The datapath config, or defaults if userspace never wrote it.
 #[inline(always)]
-fn route_decision(route: Option<&Route>) -> Decision {
+fn config() -> DatapathConfig {
+    DCMESH_CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// Longest-prefix match through the per-CPU route cache (see `CachedRoute`).
+#[inline(always)]
+fn lookup<const N: usize>(
+    cache: &LruPerCpuHashMap<[u8; N], CachedRoute>,
+    trie: &LpmTrie<[u8; N], Route>,
+    dst: &[u8; N],
+    generation: u32,
+) -> Option<Route> {
+    // SAFETY: per-CPU value, read on this CPU only.
+    if let Some(c) = unsafe { cache.get(dst) } {
+        if c.generation == generation {
+            return (c.present != 0).then_some(c.route);
+        }
+    }
+    let found = trie.get(Key::new((N * 8) as u32, *dst)).copied();
+    let entry = CachedRoute {
+        generation,
+        present: u32::from(found.is_some()),
+        route: found.unwrap_or_default(),
+    };
+    // A full cache evicts its least recently used entry; failure only costs a re-lookup.
+    let _ = cache.insert(dst, &entry, 0);
+    found
+}
+
+#[inline(always)]
+fn route_decision(route: Option<Route>, cfg: &DatapathConfig) -> Decision {
     let Some(route) = route else {
-        let drop = DCMESH_CONFIG
-            .get(0)
-            .is_some_and(|c| c.flags & CFG_F_MISS_DROP != 0);
-        return if drop {
+        return if cfg.flags & CFG_F_MISS_DROP != 0 {
             Decision::Done(Counter::DropMiss, DROP)
         } else {
             Decision::Done(Counter::PassMiss, PASS)
@@ -137,8 +172,16 @@ fn usable(id: u32) -> Option<&'static NextHop> {
 /// Writes the next hop's MACs and redirects through its port.
 #[inline(always)]
 fn transmit(eth: &mut EthHdr, nh: &NextHop, ok: Counter) -> (Counter, u32) {
-    eth.dst = nh.dst_mac;
-    eth.src = nh.src_mac;
+    // Twelve bytes as six 16-bit words: a byte-array assignment compiles to a memcpy call.
+    // Both sides are 2-byte aligned (frames start 2-aligned; the offset is 12 in the value).
+    let from = (nh as *const NextHop as *const u8).wrapping_add(NEXTHOP_ETH_OFFSET) as *const u16;
+    let to = eth as *mut EthHdr as *mut u16;
+    // SAFETY: 12 bytes inside the map value and inside the checked Ethernet header.
+    unsafe {
+        for i in 0..6 {
+            *to.add(i) = *from.add(i);
+        }
+    }
     match DCMESH_TX_PORTS.redirect(nh.port, 0) {
         Ok(action) => (ok, action),
         Err(_) => (Counter::DropNoPort, DROP),
@@ -167,7 +210,9 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
     if (dst[0] == 169 && dst[1] == 254) || (ip.src[0] == 169 && ip.src[1] == 254) {
         return (Counter::PassLinkLocal, PASS);
     }
-    let nh = match route_decision(DCMESH_ROUTES_V4.get(Key::new(32, dst))) {
+    let cfg = config();
+    let route = lookup(&DCMESH_RCACHE_V4, &DCMESH_ROUTES_V4, &dst, cfg.generation);
+    let nh = match route_decision(route, &cfg) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,
     };
@@ -247,7 +292,9 @@ fn forward_v6(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
     if ip.next_hdr == IPPROTO_HOPOPTS {
         return (Counter::PassHopByHop, PASS);
     }
-    let nh = match route_decision(DCMESH_ROUTES_V6.get(Key::new(128, dst))) {
+    let cfg = config();
+    let route = lookup(&DCMESH_RCACHE_V6, &DCMESH_ROUTES_V6, &dst, cfg.generation);
+    let nh = match route_decision(route, &cfg) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,
     };

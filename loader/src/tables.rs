@@ -211,7 +211,7 @@ impl Tables {
                     value,
                     0,
                 )
-                .map_err(LoaderError::map(maps::ROUTES_V4)),
+                .map_err(LoaderError::map(maps::ROUTES_V4))?,
             IpNet::V6(n) => self
                 .routes_v6
                 .insert(
@@ -219,8 +219,19 @@ impl Tables {
                     value,
                     0,
                 )
-                .map_err(LoaderError::map(maps::ROUTES_V6)),
+                .map_err(LoaderError::map(maps::ROUTES_V6))?,
         }
+        self.bump_generation()
+    }
+
+    /// Invalidates every route-cache entry: the table changed. Called after the trie
+    /// write, so a packet that sees the new generation also sees the new trie.
+    fn bump_generation(&mut self) -> Result<(), LoaderError> {
+        let mut cfg = self.config.get(&0, 0).unwrap_or_default();
+        cfg.generation = cfg.generation.wrapping_add(1);
+        self.config
+            .set(0, cfg, 0)
+            .map_err(LoaderError::map(maps::CONFIG))
     }
 
     /// Removes the route for exactly `prefix`.
@@ -230,12 +241,13 @@ impl Tables {
             IpNet::V4(n) => self
                 .routes_v4
                 .remove(&Key::new(n.prefix_len().into(), n.addr().octets()))
-                .map_err(missing),
+                .map_err(missing)?,
             IpNet::V6(n) => self
                 .routes_v6
                 .remove(&Key::new(n.prefix_len().into(), n.addr().octets()))
-                .map_err(missing),
+                .map_err(missing)?,
         }
+        self.bump_generation()
     }
 
     /// The route the datapath would use for `addr` (longest prefix match).
@@ -399,9 +411,14 @@ impl Tables {
 
     /// Route-miss policy: `true` drops, `false` (default) hands the packet to the kernel.
     pub fn set_miss_drop(&mut self, drop: bool) -> Result<(), LoaderError> {
-        let flags = if drop { CFG_F_MISS_DROP } else { 0 };
+        let mut cfg = self.config.get(&0, 0).unwrap_or_default();
+        cfg.flags = if drop {
+            cfg.flags | CFG_F_MISS_DROP
+        } else {
+            cfg.flags & !CFG_F_MISS_DROP
+        };
         self.config
-            .set(0, DatapathConfig { flags }, 0)
+            .set(0, cfg, 0)
             .map_err(LoaderError::map(maps::CONFIG))
     }
 

@@ -566,3 +566,52 @@ fn routes_round_trip() {
         Some(RouteTarget::Via { id: 1, alt: None })
     );
 }
+
+/// The per-CPU route cache never serves a stale answer: every route change (add, replace,
+/// delete, and a cached miss becoming a hit) takes effect for the very next packet.
+#[test]
+fn route_changes_take_effect_at_once() {
+    let mut dp = datapath();
+    let f4 = V4::to([10, 1, 2, 99]).build();
+    let f6 = V6::to(v6("2001:db8:1:2::99")).build();
+    let miss4 = V4::to([192, 0, 2, 77]).build();
+    let fwd = |f: &Vec<u8>, nh, c| case("cached", f.clone(), Expect::Forward(nh), c);
+    // Twice each, so the second packet is served from the cache.
+    for _ in 0..2 {
+        check(
+            &mut dp,
+            vec![
+                fwd(&f4, 3, Counter::FwdV4),
+                fwd(&f6, 3, Counter::FwdV6),
+                case("miss", miss4.clone(), Expect::Pass, Counter::PassMiss),
+            ],
+        );
+    }
+    let t = dp.tables();
+    let via5 = RouteTarget::Via { id: 5, alt: None };
+    t.set_route(net("10.1.2.99/32"), via5).unwrap();
+    t.set_route(net("2001:db8:1:2::99/128"), via5).unwrap();
+    t.set_route(net("192.0.2.0/24"), RouteTarget::Via { id: 2, alt: None })
+        .unwrap();
+    check(
+        &mut dp,
+        vec![
+            fwd(&f4, 5, Counter::FwdV4),
+            fwd(&f6, 5, Counter::FwdV6),
+            fwd(&miss4, 2, Counter::FwdV4),
+        ],
+    );
+    let t = dp.tables();
+    t.set_route(net("10.1.2.99/32"), RouteTarget::Blackhole)
+        .unwrap();
+    t.delete_route(net("2001:db8:1:2::99/128")).unwrap();
+    t.delete_route(net("192.0.2.0/24")).unwrap();
+    check(
+        &mut dp,
+        vec![
+            case("now blackholed", f4, Expect::Drop, Counter::DropBlackhole),
+            fwd(&f6, 3, Counter::FwdV6),
+            case("miss again", miss4, Expect::Pass, Counter::PassMiss),
+        ],
+    );
+}

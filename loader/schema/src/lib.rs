@@ -24,6 +24,10 @@ pub mod maps {
     pub const CONFIG: &str = "DCMESH_CONFIG";
     /// `PERCPU_ARRAY<u32, CounterValue>` indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "DCMESH_COUNTERS";
+    /// `LRU_PERCPU_HASH<[u8; 4], CachedRoute>`: private to one program instance, not pinned.
+    pub const ROUTE_CACHE_V4: &str = "DCMESH_RCACHE_V4";
+    /// `LRU_PERCPU_HASH<[u8; 16], CachedRoute>`: as above for IPv6.
+    pub const ROUTE_CACHE_V6: &str = "DCMESH_RCACHE_V6";
 
     /// Every map the forwarding program shares with userspace (the ones that get pinned).
     pub const FORWARDING: [&str; 6] = [ROUTES_V4, ROUTES_V6, NEXTHOPS, TX_PORTS, CONFIG, COUNTERS];
@@ -86,11 +90,15 @@ pub struct NextHop {
     /// Egress MTU in bytes (IP packet size). Larger packets go to the kernel, which
     /// fragments or sends ICMP "packet too big". 0 means "do not check".
     pub mtu: u16,
+    /// Destination MAC: the neighbour's address. With `src_mac` right after it, these 12
+    /// bytes are the new Ethernet addresses in wire order, copied as six 16-bit words.
+    pub dst_mac: [u8; 6],
     /// Source MAC: the egress interface's address.
     pub src_mac: [u8; 6],
-    /// Destination MAC: the neighbour's address.
-    pub dst_mac: [u8; 6],
 }
+
+/// Byte offset of `NextHop::dst_mac` (start of the 12 Ethernet address bytes).
+pub const NEXTHOP_ETH_OFFSET: usize = 12;
 
 /// Config flag: drop packets that match no route (default: hand them to the kernel).
 pub const CFG_F_MISS_DROP: u32 = 1 << 0;
@@ -101,7 +109,27 @@ pub const CFG_F_MISS_DROP: u32 = 1 << 0;
 pub struct DatapathConfig {
     /// `CFG_F_*` bits.
     pub flags: u32,
+    /// Bumped by userspace after every route change; route-cache entries tagged with an
+    /// older generation are ignored, so a change takes effect for the very next packet.
+    pub generation: u32,
 }
+
+/// A per-CPU route-cache entry: the result of one longest-prefix match for a /32 or /128.
+///
+/// The LPM trie walks one node per prefix bit that branches, each a likely cache miss on a
+/// large table; the cache turns that into one hash look-up for destinations in use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct CachedRoute {
+    /// `DatapathConfig::generation` when this entry was filled.
+    pub generation: u32,
+    /// 1 if a route matched, 0 for a cached miss.
+    pub present: u32,
+    pub route: Route,
+}
+
+/// Entries per CPU in each route cache (IPv4 and IPv6).
+pub const ROUTE_CACHE_ENTRIES: u32 = 32_768;
 
 /// A per-CPU counter cell; userspace sums the CPUs.
 #[repr(C)]
@@ -193,6 +221,7 @@ mod user {
     unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::CounterValue {}
+    unsafe impl aya::Pod for super::CachedRoute {}
 }
 
 #[cfg(test)]
@@ -216,6 +245,12 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 12);
         assert_eq!(core::mem::size_of::<NextHop>(), 24);
         assert_eq!(core::mem::size_of::<CounterValue>(), 16);
+        assert_eq!(core::mem::size_of::<DatapathConfig>(), 8);
+        assert_eq!(core::mem::offset_of!(NextHop, dst_mac), NEXTHOP_ETH_OFFSET);
+        assert_eq!(
+            core::mem::offset_of!(NextHop, src_mac),
+            NEXTHOP_ETH_OFFSET + 6
+        );
     }
 }
 
