@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use crate::topology::{Action, Fault, Topology};
 
+/// Frame loss during an SNR dip (2 %: about 10 dB with the default model, the
+/// daemon's `snr_min`): lossy enough that traffic should move, not a dead link.
+pub const DIP_LOSS: f64 = 0.02;
+
 /// Knobs of a chaos script.
 #[derive(Clone, Debug)]
 pub struct ChaosOptions {
@@ -127,7 +131,7 @@ pub fn plan(t: &Topology, o: &ChaosOptions) -> Vec<Fault> {
                     Action::SetLink {
                         link,
                         loss: None,
-                        snr_db: Some(t.radio.snr_for_loss(0.3)),
+                        snr_db: Some(t.radio.snr_for_loss(DIP_LOSS)),
                         rate: None,
                     },
                     Some(Action::SetLink {

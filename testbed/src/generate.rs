@@ -24,6 +24,8 @@ pub struct GenOptions {
     /// Seed for random placement, written into the topology.
     pub seed: u64,
     pub radio: RadioModel,
+    /// Random geometric: worst frame loss a link may have; farther pairs get no link.
+    pub max_loss: f64,
 }
 
 impl Default for GenOptions {
@@ -34,6 +36,7 @@ impl Default for GenOptions {
             rate: None,
             seed: 1,
             radio: RadioModel::default(),
+            max_loss: RGG_MAX_LOSS,
         }
     }
 }
@@ -53,6 +56,8 @@ pub enum GenError {
     Spacing(f64),
     #[error("mean degree {0} must be in 1..n-1")]
     Degree(f64),
+    #[error("maximum link loss {0} must be in (0, 1)")]
+    MaxLoss(f64),
     #[error("no connected placement of {nodes} nodes at mean degree {degree} in {tries} tries; raise the degree")]
     Disconnected {
         nodes: usize,
@@ -184,11 +189,11 @@ pub fn grid(w: usize, h: usize, o: &GenOptions) -> Result<Topology, GenError> {
     Ok(base(format!("grid-{w}x{h}"), pos, edges, o))
 }
 
-/// Worst frame loss a random geometric link may have; farther pairs get no link.
+/// Default worst frame loss of a random geometric link.
 pub const RGG_MAX_LOSS: f64 = 0.1;
 
 /// `n` nodes placed uniformly at random in a square sized for the wanted mean degree;
-/// a link wherever the model's loss is at most [`RGG_MAX_LOSS`]. Placements are redrawn
+/// a link wherever the model's loss is at most `o.max_loss`. Placements are redrawn
 /// (deterministically from the seed) until the mesh is connected.
 pub fn random_geometric(n: usize, mean_degree: f64, o: &GenOptions) -> Result<Topology, GenError> {
     if n < 2 {
@@ -202,7 +207,10 @@ pub fn random_geometric(n: usize, mean_degree: f64, o: &GenOptions) -> Result<To
         return Err(GenError::Degree(mean_degree));
     }
     check(o, n)?;
-    let range = o.radio.range_m(RGG_MAX_LOSS);
+    if !(o.max_loss > 0.0 && o.max_loss < 1.0) {
+        return Err(GenError::MaxLoss(o.max_loss));
+    }
+    let range = o.radio.range_m(o.max_loss);
     // E[degree] ≈ (n − 1)·π·r² / L² away from the edges; edges lower it, so aim a little up.
     let side = range * (std::f64::consts::PI * (n - 1) as f64 / (mean_degree * 1.15)).sqrt();
     let mut rng = fastrand::Rng::with_seed(o.seed);
@@ -215,7 +223,7 @@ pub fn random_geometric(n: usize, mean_degree: f64, o: &GenOptions) -> Result<To
         for a in 0..n {
             for b in a + 1..n {
                 let d = ((pos[a][0] - pos[b][0]).powi(2) + (pos[a][1] - pos[b][1]).powi(2)).sqrt();
-                if o.radio.loss(o.radio.snr_db(d)) <= RGG_MAX_LOSS {
+                if o.radio.loss(o.radio.snr_db(d)) <= o.max_loss {
                     edges.push((a, b));
                 }
             }
@@ -349,6 +357,19 @@ mod tests {
             // The file form keeps everything.
             assert_eq!(Topology::parse(&t.to_toml()).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn a_stricter_loss_bound_gives_cleaner_links() {
+        let o = GenOptions {
+            max_loss: 0.001,
+            ..GenOptions::default()
+        };
+        let t = random_geometric(20, 5.0, &o).unwrap();
+        for i in 0..t.links.len() {
+            assert!(t.initial_state(i).loss.0 <= 0.001 + 1e-12);
+        }
+        assert!(random_geometric(20, 5.0, &GenOptions { max_loss: 1.0, ..o }).is_err());
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct Report {
     /// Probes sent while their endpoints were connected and outside every fault's
     /// window `[fault, restored]`.
     pub delivery_outside_windows: Delivery,
+    /// Send times (ms) of up to 50 probes lost outside the windows, with their flow.
+    pub lost_outside_windows: Vec<(String, f64)>,
     /// Probes sent while the true topology had no path between their endpoints.
     pub undeliverable_by_topology: u64,
     /// Packets whose TTL ran out in some node's datapath (pass_ttl), summed.
@@ -196,6 +198,15 @@ impl Report {
              {} checks with a loop in the tables\n",
             self.ttl_expired, self.probes_looped, self.table_loop_polls
         );
+        if !self.lost_outside_windows.is_empty() {
+            let l: Vec<String> = self
+                .lost_outside_windows
+                .iter()
+                .take(10)
+                .map(|(f, t)| format!("{f} at {:.3}s", t / 1000.0))
+                .collect();
+            s += &format!("  lost outside windows: {}\n", l.join(", "));
+        }
         for (t, n, k) in self.ttl_expired_at.iter().take(10) {
             s += &format!("  {k} TTL expiries at {n} around {t} s\n");
         }

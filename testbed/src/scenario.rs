@@ -373,6 +373,7 @@ pub fn run(
         (0, 0, 0, 0, 0, 0);
     let mut fault_outage: Vec<Option<f64>> = vec![None; tracks.len()];
     let mut fault_lost: Vec<Vec<(String, u64)>> = vec![Vec::new(); tracks.len()];
+    let mut lost_outside: Vec<(String, f64)> = Vec::new();
     for (k, (spec, r)) in probes_flows(&recs, mesh, &flow_nodes)
         .into_iter()
         .enumerate()
@@ -383,6 +384,15 @@ pub fn run(
         let mut excl = windows.clone();
         excl.extend(unreachable[k].iter().copied());
         let (os, og) = probe::delivery(r, &excl, false);
+        for (seq, &sent_ns) in r.sent.iter().enumerate() {
+            if lost_outside.len() >= 50 {
+                break;
+            }
+            let within = excl.iter().any(|&(a, b)| sent_ns >= a && sent_ns < b);
+            if !within && r.recv.get(seq).copied().flatten().is_none() {
+                lost_outside.push((format!("{}→{}", spec.0, spec.1), sent_ns as f64 / 1e6));
+            }
+        }
         osent += os;
         ogot += og;
         undeliverable += probe::delivery(r, &unreachable[k], true).0;
@@ -485,6 +495,7 @@ pub fn run(
         faults,
         delivery: Delivery::new(sent, got),
         delivery_outside_windows: Delivery::new(osent, ogot),
+        lost_outside_windows: lost_outside,
         undeliverable_by_topology: undeliverable,
         ttl_expired,
         ttl_expired_at: ttl_at,

@@ -131,8 +131,10 @@ impl StaticCtl {
         Ok(())
     }
 
-    /// What every running node's routes should be, given the true topology now.
-    fn desired(&self, mesh: &Mesh) -> Vec<BTreeMap<IpNet, RouteTarget>> {
+    /// What every running node's routes should be, given the true topology now, each
+    /// with its rank for ordered writing: 0 at the destination's own node, else the
+    /// node's path cost to the destination.
+    fn desired(&self, mesh: &Mesh) -> Vec<BTreeMap<IpNet, (RouteTarget, u64)>> {
         let n = mesh.nodes.len();
         let mut g = Graph::new(n);
         for l in &mesh.links {
@@ -175,25 +177,25 @@ impl StaticCtl {
                 };
                 want.insert(
                     IpNet::from(IpAddr::V4(plan::node_v4(i))),
-                    RouteTarget::Local,
+                    (RouteTarget::Local, 0),
                 );
                 want.insert(
                     IpNet::from(IpAddr::V6(plan::node_v6(i))),
-                    RouteTarget::Local,
+                    (RouteTarget::Local, 0),
                 );
                 for f in &node.ifaces {
                     if let Port::Access { client, .. } = f.port {
                         let c = &mesh.clients[client];
                         let (gw4, _) = plan::access_v4(c.prefix4);
                         let (gw6, _) = plan::access_v6(c.prefix6);
-                        want.insert(IpNet::from(IpAddr::V4(gw4)), RouteTarget::Local);
-                        want.insert(IpNet::from(IpAddr::V6(gw6)), RouteTarget::Local);
+                        want.insert(IpNet::from(IpAddr::V4(gw4)), (RouteTarget::Local, 0));
+                        want.insert(IpNet::from(IpAddr::V6(gw6)), (RouteTarget::Local, 0));
                         let via = RouteTarget::Via {
                             id: self.nh[i][&f.ifindex],
                             alt: None,
                         };
-                        want.insert(IpNet::V4(c.prefix4), via);
-                        want.insert(IpNet::V6(c.prefix6), via);
+                        want.insert(IpNet::V4(c.prefix4), (via, 0));
+                        want.insert(IpNet::V6(c.prefix6), (via, 0));
                     }
                 }
                 for (j, hop) in table[i].iter().enumerate() {
@@ -204,7 +206,7 @@ impl StaticCtl {
                         alt: h.alt.and_then(nh_to),
                     };
                     for p in &owned[j] {
-                        want.insert(*p, target);
+                        want.insert(*p, (target, h.cost));
                     }
                 }
                 want
@@ -213,26 +215,50 @@ impl StaticCtl {
     }
 
     /// Recomputes and writes what changed (routes only; next hops are fixed).
+    ///
+    /// Writes are ordered per prefix by the writing node's new distance to the
+    /// destination, nearest first, and removals last. A node then only ever points at a
+    /// neighbour that already uses its new, loop-free path, so no intermediate state
+    /// loops (ordered updates in the spirit of RFC 6976).
     pub fn apply(&mut self, mesh: &Mesh) -> Result<()> {
         let want = self.desired(mesh);
-        for (i, w) in want.into_iter().enumerate() {
-            if !mesh.nodes[i].on || w == self.written[i] {
+        let mut ops: Vec<(IpNet, u64, usize, Option<RouteTarget>)> = Vec::new();
+        for (i, w) in want.iter().enumerate() {
+            if !mesh.nodes[i].on {
                 continue;
             }
-            let mut t = Tables::open_pinned(&mesh.nodes[i].pin)
-                .with_context(|| format!("open {}'s tables", mesh.nodes[i].name))?;
-            for (p, r) in &w {
+            for (p, (r, rank)) in w {
                 if self.written[i].get(p) != Some(r) {
-                    t.set_route(*p, *r)?;
+                    ops.push((*p, *rank, i, Some(*r)));
                 }
             }
             for p in self.written[i].keys() {
                 if !w.contains_key(p) {
-                    // Already gone is fine: the goal is its absence.
-                    let _ = t.delete_route(*p);
+                    ops.push((*p, u64::MAX, i, None));
                 }
             }
-            self.written[i] = w;
+        }
+        ops.sort_by_key(|o| (o.0, o.1, o.2));
+        let mut tables: Vec<Option<Tables>> = (0..mesh.nodes.len()).map(|_| None).collect();
+        for (p, _, i, r) in ops {
+            if tables[i].is_none() {
+                tables[i] = Some(
+                    Tables::open_pinned(&mesh.nodes[i].pin)
+                        .with_context(|| format!("open {}'s tables", mesh.nodes[i].name))?,
+                );
+            }
+            let t = tables[i].as_mut().expect("opened above");
+            match r {
+                Some(r) => {
+                    t.set_route(p, r)?;
+                    self.written[i].insert(p, r);
+                }
+                None => {
+                    // Already gone is fine: the goal is its absence.
+                    let _ = t.delete_route(p);
+                    self.written[i].remove(&p);
+                }
+            }
         }
         Ok(())
     }
