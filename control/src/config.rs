@@ -81,8 +81,9 @@ pub enum SnrSource {
     None,
     /// One value for every neighbour on the interface.
     Static { db: f64 },
-    /// A file of lines `<neighbour MAC or *> <SNR dB>`, re-read every hello interval
-    /// (the testbed's radio model writes it).
+    /// A file of lines `<neighbour MAC or *> <SNR dB>` (`#` comments), re-read every
+    /// hello interval (the testbed's radio model writes it). While the file is missing
+    /// the last readings stand.
     File { path: PathBuf },
     /// nl80211 station info (needs cfg80211 in the kernel).
     Nl80211,

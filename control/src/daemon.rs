@@ -703,20 +703,15 @@ impl Daemon {
                     let Ok(text) = std::fs::read_to_string(path) else {
                         continue;
                     };
-                    for line in text.lines() {
-                        let mut w = line.split_whitespace();
-                        let (Some(who), Some(db)) = (w.next(), w.next()) else {
-                            continue;
-                        };
-                        let Ok(db) = db.parse::<f64>() else {
-                            log::warn!("{}: bad SNR \"{line}\"", path.display());
-                            continue;
-                        };
-                        if who == "*" {
-                            self.nbrs.set_snr(i, None, db, now);
-                        } else if let Some(mac) = dcmesh_loader::parse_mac(who) {
-                            self.nbrs.set_snr(i, Some(mac), db, now);
-                        }
+                    let (readings, bad) = crate::neighbour::parse_snr_file(&text);
+                    if !bad.is_empty() {
+                        log::warn!(
+                            "{}: lines {bad:?} are not \"<MAC or *> <dB>\"",
+                            path.display()
+                        );
+                    }
+                    for r in readings {
+                        self.nbrs.set_snr(i, r.mac, r.db, now);
                     }
                 }
             }

@@ -225,6 +225,39 @@ impl Neighbours {
     }
 }
 
+/// One reading from an SNR file: for one neighbour (by MAC) or every neighbour (`*`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SnrReading {
+    pub mac: Option<[u8; 6]>,
+    pub db: f64,
+}
+
+/// Parses an SNR file: one `<neighbour MAC or *> <SNR dB>` per line; `#` starts a
+/// comment. Returns the readings and the numbers (1-based) of lines that made no sense.
+pub fn parse_snr_file(text: &str) -> (Vec<SnrReading>, Vec<usize>) {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut w = line.split_whitespace();
+        let reading = match (w.next(), w.next().map(str::parse::<f64>), w.next()) {
+            (Some("*"), Some(Ok(db)), None) if db.is_finite() => Some(SnrReading { mac: None, db }),
+            (Some(m), Some(Ok(db)), None) if db.is_finite() => {
+                dcmesh_loader::parse_mac(m).map(|mac| SnrReading { mac: Some(mac), db })
+            }
+            _ => None,
+        };
+        match reading {
+            Some(r) => ok.push(r),
+            None => bad.push(i + 1),
+        }
+    }
+    (ok, bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +314,25 @@ mod tests {
         assert_eq!(n.expire(0, 100), vec![(0, NodeId([1; 32]))]);
         assert_eq!(n.drop_interface(1), vec![NodeId([2; 32])]);
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn snr_files_parse_and_bad_lines_are_reported() {
+        let (ok, bad) = parse_snr_file("# radio model\n* 30\n02:00:00:00:00:01 12.5 # weak\nnonsense\n02:00:00:00:00:01 inf\n\n");
+        assert_eq!(
+            ok,
+            vec![
+                SnrReading {
+                    mac: None,
+                    db: 30.0
+                },
+                SnrReading {
+                    mac: Some([2, 0, 0, 0, 0, 1]),
+                    db: 12.5
+                }
+            ]
+        );
+        assert_eq!(bad, vec![4, 5]);
     }
 
     #[test]

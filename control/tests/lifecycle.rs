@@ -101,5 +101,5 @@ fn restart_keeps_the_datapath_and_certificates_renew_live() {
         |m| m.status(0)["cert"]["valid"] == true,
     );
     m.wait_converged(&[0, 1, 2]);
-    assert!(m.ping(0, 2, false));
+    assert!(m.ping(0, 2, false), "{}", m.diag());
 }

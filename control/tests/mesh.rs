@@ -126,6 +126,39 @@ fn ring_of_five_rejects_bad_adverts_and_reroutes_around_a_dead_node() {
     assert_eq!(r.3, m.nodes[4].key.id().to_string());
     assert!(m.ping(0, 2, false));
 
+    // The radio model reports node 0's link to node 1 fading to 8 dB (below the 10 dB
+    // floor): its cost rises fourfold before any hello is lost, and 0 -> 2 moves to the
+    // other side of the ring. When the SNR recovers, the route comes back.
+    let via = |m: &Mesh, n: usize| {
+        m.route_to(0, 2)
+            .is_some_and(|r| r.2 == m.nodes[n].key.id().to_string())
+    };
+    m.set_snr(0, 1, 8.0);
+    m.wait_for(
+        "0 -> 2 to avoid the fading link",
+        Duration::from_secs(10),
+        |m| via(m, 4),
+    );
+    let link = m.query(0, dcmesh_control::api::Query::Neighbors).unwrap();
+    let to1 = link
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["iface"] == "to1")
+        .unwrap()
+        .clone();
+    assert!(to1["cost"].as_u64().unwrap() >= 1024, "{to1}");
+    assert_eq!(
+        to1["etx"].as_f64(),
+        Some(1.0),
+        "no loss: the move came from SNR alone"
+    );
+    m.set_snr(0, 1, 30.0);
+    m.wait_for("0 -> 2 to return to node 1", Duration::from_secs(15), |m| {
+        via(m, 1)
+    });
+    m.wait_converged(&all);
+
     let snapshot: Vec<_> = (0..5).map(|i| m.routes(i)).collect();
     let now = unix_now();
     let seq = m.status(2)["seq"].as_u64().unwrap();

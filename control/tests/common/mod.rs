@@ -223,8 +223,11 @@ impl Mesh {
             keys = keys.join(", "),
         );
         for j in ifaces {
+            let snr = d.join(format!("snr-to{j}"));
+            std::fs::write(&snr, "* 30\n").unwrap();
             cfg += &format!(
-                "\n[[interface]]\nname = \"to{j}\"\nsnr = {{ source = \"static\", db = 30.0 }}\n"
+                "\n[[interface]]\nname = \"to{j}\"\nsnr = {{ source = \"file\", path = \"{}\" }}\n",
+                snr.display()
             );
         }
         std::fs::write(d.join("dcmesh.toml"), cfg).unwrap();
@@ -293,6 +296,37 @@ impl Mesh {
                 out
             })
             .unwrap()
+    }
+
+    /// Sets the SNR node `i` reads for every neighbour on its interface `to<j>`.
+    pub fn set_snr(&self, i: usize, j: usize, db: f64) {
+        let p = self.nodes[i].dir.join(format!("snr-to{j}"));
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, format!("* {db}\n")).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+
+    /// Routes, kernel FIB and datapath counters of every node, for failure messages.
+    pub fn diag(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let fib = self.nodes[i]
+                    .ns
+                    .ip(&["route", "show", "proto", "200"])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let st = self
+                    .query(i, Query::Status)
+                    .map(|v| v["datapath"].to_string())
+                    .unwrap_or_default();
+                format!(
+                    "--- node {i}\nroutes {:?}\nfib {fib}\ndatapath {st}\n{}",
+                    self.routes(i),
+                    tail(&self.log(i), 15)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Node `i`'s pin directory.
