@@ -48,6 +48,9 @@ enum Cmd {
         /// Distinct destinations the generator cycles through in the large-table cases.
         #[arg(long, default_value_t = 4_000, value_parser = clap::value_parser!(u32).range(1..=8192))]
         destinations: u32,
+        /// Live-frames batch: frames the generator sends per redirect flush (1..=256).
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
+        batch: u32,
     },
 }
 
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
             cpu,
             routes,
             destinations,
+            batch,
         } => {
             anyhow::ensure!(
                 seconds.is_finite() && (0.1..=60.0).contains(&seconds),
@@ -90,6 +94,7 @@ fn main() -> Result<()> {
                 cpu,
                 routes,
                 destinations: destinations as usize,
+                batch,
                 ..forward::Options::default()
             };
             let report = match forward::run(&opts, &stop) {

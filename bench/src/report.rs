@@ -413,9 +413,9 @@ const METHOD: &str = "
 - Chain rate: frames counted by the sink's XDP program over the generator's wall-clock
   run time, each timed repetition after a 0.3 s warm-up. Router cost = 1/chain − 1/direct
   (`shared/notes/bench.md`): generator, router and sink share the generator's CPU, so the
-  difference isolates what R adds per packet. Cases (0)–(3) run interleaved, one
+  difference isolates what R adds per packet. Cases (0)–(4) run interleaved, one
   repetition of each per round (dcmesh loaded afresh each round), so drifting background
-  load spreads over all of them; the kernel cases follow.
+  load spreads over all of them; (4b) follows, as its FIB routes would slow (4).
 - The generator thread runs at nice -20, pinned to one CPU, where the whole chain runs.
   CPU share: the generator thread's plus `ksoftirqd`'s time on the chain's CPU over wall
   time (`/proc/*/schedstat`). Below 95 %, other tasks took the CPU and the rate is a lower
