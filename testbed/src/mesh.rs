@@ -178,6 +178,8 @@ pub struct Mesh {
     pub(crate) static_ctl: Option<StaticCtl>,
     pub(crate) daemons: Option<Daemons>,
     tables: Vec<Option<Tables>>,
+    /// Why a node's tables could not be opened, last time it was tried.
+    table_errors: Vec<Option<String>>,
     emu: LinkEmu,
     pub links: Vec<LinkRt>,
     pub clients: Vec<ClientRt>,
@@ -468,6 +470,7 @@ impl Mesh {
             static_ctl: None,
             daemons: None,
             tables: (0..n).map(|_| None).collect(),
+            table_errors: vec![None; n],
             emu,
             links,
             clients,
@@ -539,6 +542,31 @@ impl Mesh {
         d
     }
 
+    /// Opens node `i`'s pinned tables if not open yet (they appear when its datapath
+    /// loads).
+    fn open_tables(&mut self, i: usize) {
+        if self.tables[i].is_some() {
+            return;
+        }
+        let pin = &self.nodes[i].pin;
+        if !pin.join("maps").exists() {
+            self.table_errors[i] = Some(format!("no pinned maps under {}", pin.display()));
+            return;
+        }
+        match Tables::open_pinned(pin) {
+            Ok(t) => {
+                self.tables[i] = Some(t);
+                self.table_errors[i] = None;
+            }
+            Err(e) => self.table_errors[i] = Some(e.to_string()),
+        }
+    }
+
+    /// Why node `i`'s tables are unreadable, if they are.
+    pub fn table_error(&self, i: usize) -> Option<&str> {
+        self.table_errors[i].as_deref()
+    }
+
     /// Every node's forwarding tables, read now. Off nodes read as `None`.
     pub fn snapshot(&mut self) -> Snapshot {
         (0..self.nodes.len())
@@ -546,9 +574,7 @@ impl Mesh {
                 if !self.nodes[i].on {
                     return None;
                 }
-                if self.tables[i].is_none() && self.nodes[i].pin.join("maps").exists() {
-                    self.tables[i] = Tables::open_pinned(&self.nodes[i].pin).ok();
-                }
+                self.open_tables(i);
                 let t = self.tables[i].as_ref()?;
                 read_tables(t)
             })
@@ -567,9 +593,7 @@ impl Mesh {
         if !self.nodes[i].on {
             return None;
         }
-        if self.tables[i].is_none() && self.nodes[i].pin.join("maps").exists() {
-            self.tables[i] = Tables::open_pinned(&self.nodes[i].pin).ok();
-        }
+        self.open_tables(i);
         self.tables[i].as_ref()?.counters().ok()
     }
 

@@ -52,6 +52,8 @@ pub struct RunConfig {
     /// Lost probes in a row that make an outage.
     pub min_outage: u64,
     pub live: Live,
+    /// The caller already waited for convergence, this long: do not wait again.
+    pub converged_after: Option<Duration>,
 }
 
 impl Default for RunConfig {
@@ -64,6 +66,7 @@ impl Default for RunConfig {
             static_delay: Duration::from_secs(1),
             min_outage: 2,
             live: Live::Off,
+            converged_after: None,
         }
     }
 }
@@ -160,16 +163,20 @@ pub fn wait_converged(
             return Ok(t.elapsed());
         }
         if t.elapsed() > timeout || stop.load(Ordering::SeqCst) {
-            let lost: Vec<String> = c
-                .lost
-                .iter()
-                .take(8)
-                .map(|(s, d, at, why)| {
+            let unreadable: Vec<String> = (0..mesh.nodes.len())
+                .filter_map(|i| {
+                    mesh.table_error(i)
+                        .map(|e| format!("{}: tables unreadable: {e}", mesh.nodes[i].name))
+                })
+                .collect();
+            let lost: Vec<String> = unreadable
+                .into_iter()
+                .chain(c.lost.iter().take(8).map(|(s, d, at, why)| {
                     format!(
                         "{} → {} lost at {}: {why}",
                         mesh.nodes[*s].name, d.addr, mesh.nodes[*at].name
                     )
-                })
+                }))
                 .collect();
             let logs: String = (0..mesh.nodes.len())
                 .map(|i| {
@@ -219,7 +226,10 @@ pub fn run(
     cfg: &RunConfig,
     stop: &AtomicBool,
 ) -> Result<Report> {
-    let initial = wait_converged(mesh, cfg.converge_timeout, cfg.poll, stop)?;
+    let initial = match cfg.converged_after {
+        Some(t) => t,
+        None => wait_converged(mesh, cfg.converge_timeout, cfg.poll, stop)?,
+    };
     let end_ns = match cfg.duration {
         Some(d) => Some(ns(d)),
         None => timeline.last().map(|f| ns(f.at + cfg.tail)),

@@ -515,7 +515,7 @@ fn demo(
     let cfg = RunConfig {
         duration,
         live: Live::Full,
-        converge_timeout: Duration::from_secs(5),
+        converged_after: Some(t),
         static_delay: common.static_delay,
         ..RunConfig::default()
     };
