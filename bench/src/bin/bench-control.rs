@@ -315,7 +315,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let report = format!(
         "# Control-plane benchmark, {date}\n\n\
-         Command: `cargo run --release -p dcmesh-bench --bin bench-control -- --nodes {n} --degree {deg} --seed {seed}`  \n\
+         Command: `{env}cargo run --release -p dcmesh-bench --bin bench-control -- --nodes {n} --degree {deg} --seed {seed}`  \n\
          Machine: {cores} cores, {cpu}; {flags}. One thread; load average {load} at the start \
          (other work on the machine makes numbers noisy).\n\n\
          ## Topology\n\
@@ -340,6 +340,11 @@ fn main() -> anyhow::Result<()> {
          (one advert ≈ {per} bytes on the wire). The graph for route computation adds about \
          {gmem} KiB (compressed adjacency). A daemon holding this database therefore needs \
          roughly {dmem} MiB on top of its base (about 9 MiB RSS for a release-build daemon in a small mesh).\n",
+        env = if cfg!(target_feature = "avx2") {
+            "RUSTFLAGS=\"-C target-cpu=native\" "
+        } else {
+            ""
+        },
         n = a.nodes,
         deg = a.degree,
         seed = a.seed,
