@@ -265,7 +265,14 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let writer = Writer::adopt(existing_nh, tables.routes()?);
+    let mut writer = Writer::adopt(existing_nh, tables.routes()?);
+    writer.adopt_down(
+        tables
+            .nexthops()
+            .into_iter()
+            .filter(|(_, n)| n.flags & dcmesh_schema::NH_F_DOWN != 0)
+            .map(|(id, _)| id),
+    );
     let fib = if cfg.kernel_routes {
         Some(Fib::open(cfg.route_protocol).await.context("rtnetlink")?)
     } else {
@@ -619,6 +626,17 @@ impl Daemon {
         }
         self.ifaces[i].up = ev.up;
         if !ev.up {
+            // Fast reroute first: routes with an alternate leave this interface now.
+            match self
+                .writer
+                .mark_interface_down(self.datapath.tables(), ev.ifindex)
+            {
+                Ok(n) if n > 0 => {
+                    log::info!("{}: {n} next hop(s) marked down", self.ifaces[i].name)
+                }
+                Ok(_) => {}
+                Err(e) => log::error!("{}: mark next hops down: {e}", self.ifaces[i].name),
+            }
             let gone = self.nbrs.drop_interface(i);
             log::warn!(
                 "{}: carrier lost; dropped {} neighbour(s)",

@@ -47,6 +47,7 @@ pub trait Sink {
     fn delete_nexthop(&mut self, id: u32) -> Result<(), Self::Error>;
     fn set_route(&mut self, prefix: IpNet, target: RouteTarget) -> Result<(), Self::Error>;
     fn delete_route(&mut self, prefix: IpNet) -> Result<(), Self::Error>;
+    fn set_nexthop_down(&mut self, id: u32, down: bool) -> Result<(), Self::Error>;
 }
 
 impl Sink for dcmesh_loader::Tables {
@@ -62,6 +63,9 @@ impl Sink for dcmesh_loader::Tables {
     }
     fn delete_route(&mut self, prefix: IpNet) -> Result<(), Self::Error> {
         dcmesh_loader::Tables::delete_route(self, prefix)
+    }
+    fn set_nexthop_down(&mut self, id: u32, down: bool) -> Result<(), Self::Error> {
+        dcmesh_loader::Tables::set_nexthop_down(self, id, down)
     }
 }
 
@@ -80,6 +84,8 @@ pub struct Writer {
     nexthops: BTreeMap<u32, NextHopSpec>,
     ids: HashMap<NhKey, u32>,
     routes: BTreeMap<IpNet, RouteTarget>,
+    /// Next hops marked down since they were written (rewritten, hence up, when reused).
+    down: BTreeSet<u32>,
 }
 
 /// Writer errors.
@@ -102,7 +108,14 @@ impl Writer {
             nexthops: nexthops.into_iter().collect(),
             ids,
             routes: routes.into_iter().collect(),
+            down: BTreeSet::new(),
         }
+    }
+
+    /// Records next hops found marked down in adopted tables, so reusing them rewrites
+    /// (and so raises) them.
+    pub fn adopt_down(&mut self, ids: impl IntoIterator<Item = u32>) {
+        self.down.extend(ids);
     }
 
     /// Routes as last written.
@@ -124,7 +137,9 @@ impl Writer {
     ) -> Result<u32, WriteError> {
         let key = NhKey::from(&spec);
         let id = match self.ids.get(&key) {
-            Some(&id) if self.nexthops.get(&id) == Some(&spec) => return Ok(id),
+            Some(&id) if self.nexthops.get(&id) == Some(&spec) && !self.down.contains(&id) => {
+                return Ok(id)
+            }
             Some(&id) => id,
             None => self.free_id()?,
         };
@@ -134,6 +149,28 @@ impl Writer {
         self.ids.insert(key, id);
         ch.nexthops_set += 1;
         Ok(id)
+    }
+
+    /// Marks every next hop out of `ifindex` down at once (carrier lost): the datapath
+    /// switches routes that have a loop-free alternate to it before routes are
+    /// recomputed. Returns how many were marked.
+    pub fn mark_interface_down<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        ifindex: u32,
+    ) -> Result<usize, WriteError> {
+        let ids: Vec<u32> = self
+            .nexthops
+            .iter()
+            .filter(|(id, s)| s.ifindex == ifindex && !self.down.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            sink.set_nexthop_down(*id, true)
+                .map_err(|e| WriteError::Sink(e.to_string()))?;
+            self.down.insert(*id);
+        }
+        Ok(ids.len())
     }
 
     /// Makes the tables hold exactly `desired`.
@@ -198,6 +235,7 @@ impl Writer {
             if let Some(s) = self.nexthops.remove(&id) {
                 self.ids.remove(&NhKey::from(&s));
             }
+            self.down.remove(&id);
             ch.nexthops_deleted += 1;
         }
         Ok(ch)
@@ -213,6 +251,7 @@ mod tests {
     /// missing next hop (a black hole).
     #[derive(Default)]
     struct Fake {
+        down: BTreeSet<u32>,
         nh: BTreeMap<u32, NextHopSpec>,
         routes: BTreeMap<IpNet, RouteTarget>,
         ops: usize,
@@ -235,8 +274,18 @@ mod tests {
 
     impl Sink for Fake {
         type Error = String;
+        fn set_nexthop_down(&mut self, id: u32, down: bool) -> Result<(), String> {
+            self.ops += 1;
+            if down {
+                self.down.insert(id);
+            } else {
+                self.down.remove(&id);
+            }
+            Ok(())
+        }
         fn set_nexthop(&mut self, id: u32, spec: NextHopSpec) -> Result<(), String> {
             self.ops += 1;
+            self.down.remove(&id);
             self.nh.insert(id, spec);
             self.check()
         }
@@ -316,6 +365,28 @@ mod tests {
         let before = f.ops;
         w.apply(&mut f, &desired(&[(1, Some(3), None)])).unwrap();
         assert_eq!(f.ops, before);
+    }
+
+    #[test]
+    fn carrier_loss_marks_next_hops_down_and_reuse_brings_them_up() {
+        let mut f = Fake::default();
+        let mut w = Writer::default();
+        // nh(1) and nh(4) share ifindex 2; nh(2) is on ifindex 3.
+        w.apply(
+            &mut f,
+            &desired(&[(1, Some(1), Some(2)), (2, Some(4), None)]),
+        )
+        .unwrap();
+        assert_eq!(w.mark_interface_down(&mut f, 2).unwrap(), 2);
+        assert_eq!(f.down.len(), 2);
+        assert_eq!(w.mark_interface_down(&mut f, 2).unwrap(), 0, "already down");
+        // The same next hop wanted again (carrier back): rewritten, hence up.
+        w.apply(
+            &mut f,
+            &desired(&[(1, Some(1), Some(2)), (2, Some(4), None)]),
+        )
+        .unwrap();
+        assert!(f.down.is_empty());
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn line_of_five_converges_and_forwards_through_xdp() {
             .any(|i| i["name"] == "to2" && i["up"] == false)
     });
     assert!(m.log(1).contains("carrier lost"), "{}", m.log(1));
+    assert!(m.log(1).contains("next hop(s) marked down"), "{}", m.log(1));
 }
 
 /// An advert for node `origin` with its real key and certificate unless overridden.
@@ -124,6 +125,34 @@ fn ring_of_five_rejects_bad_adverts_and_reroutes_around_a_dead_node() {
     let r = m.route_to(0, 2).unwrap();
     assert_eq!(r.2, m.nodes[1].key.id().to_string());
     assert_eq!(r.3, m.nodes[4].key.id().to_string());
+    // The datapath holds the alternate ready: primary towards node 1's MAC, alternate
+    // towards node 4's, both out of the right interfaces.
+    let dir = m.pin_dir(0);
+    let (target, nhs) = m.nodes[0]
+        .ns
+        .enter(move || {
+            let t = dcmesh_loader::Tables::open_pinned(&dir).unwrap();
+            (t.lookup(Node::addr(2).parse().unwrap()), t.nexthops())
+        })
+        .unwrap();
+    let Some(dcmesh_loader::RouteTarget::Via { id, alt: Some(alt) }) = target else {
+        panic!("node 0's datapath route to node 2 has no alternate: {target:?}");
+    };
+    let mac_of = |id: u32| {
+        nhs.iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, n)| n.dst_mac)
+            .unwrap()
+    };
+    let iface_mac = |n: usize, ifname: &str| {
+        let ifname = ifname.to_string();
+        m.nodes[n]
+            .ns
+            .enter(move || dcmesh_loader::interface_info(&ifname).unwrap().mac)
+            .unwrap()
+    };
+    assert_eq!(mac_of(id), iface_mac(1, "to0"));
+    assert_eq!(mac_of(alt), iface_mac(4, "to0"));
     assert!(m.ping(0, 2, false));
 
     // The radio model reports node 0's link to node 1 fading to 8 dB (below the 10 dB
