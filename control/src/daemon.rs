@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use dcmesh_loader::{AttachMode, Datapath, NextHopSpec};
 use serde_json::json;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader},
     net::UdpSocket,
     sync::{mpsc, oneshot},
 };
@@ -447,8 +447,6 @@ fn serve_control(path: &std::path::Path, tx: mpsc::Sender<Event>) -> anyhow::Res
     });
     Ok(())
 }
-
-use tokio::io::AsyncReadExt as _;
 
 impl Daemon {
     fn now_ms(&self) -> u64 {

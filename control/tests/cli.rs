@@ -27,28 +27,8 @@ fn keys_certificates_and_config_errors() {
     assert!(!ok && err.contains("refusing to overwrite"), "{err}");
     let (_, a1, _) = dcmesh(&dir, &["authority", "init", "--out", "a1.key"]);
     let (_, a2, _) = dcmesh(&dir, &["authority", "init", "--out", "a2.key"]);
-    let (ok, _, err) = dcmesh(
-        &dir,
-        &[
-            "authority",
-            "issue",
-            "--key",
-            "a1.key",
-            "--node",
-            &node,
-            "--prefix",
-            "10.1.0.0/24",
-            "--validity",
-            "5h",
-        ],
-    );
-    assert!(
-        !ok && err.contains("4 h"),
-        "validity above 4 h must be refused: {err}"
-    );
-    let (ok, _, err) = dcmesh(
-        &dir,
-        &[
+    let issue = |validity: &str| {
+        let args = [
             "authority",
             "issue",
             "--key",
@@ -59,11 +39,22 @@ fn keys_certificates_and_config_errors() {
             "10.1.0.0/24",
             "fd00::/64",
             "--validity",
-            "4h",
+            validity,
             "--out",
             "node.cert",
-        ],
+        ];
+        dcmesh(&dir, &args)
+    };
+    let (ok, _, err) = issue("5h");
+    assert!(
+        !ok && err.contains("4 h"),
+        "validity above 4 h must be refused: {err}"
     );
+    assert!(
+        !dir.join("node.cert").exists(),
+        "a refused certificate was written"
+    );
+    let (ok, _, err) = issue("4h");
     assert!(ok, "{err}");
     let (ok, _, err) = dcmesh(
         &dir,
