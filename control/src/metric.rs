@@ -7,6 +7,9 @@
 //! overdue counts as missed, so a silent neighbour's ratio decays at one hello per
 //! interval. The reverse ratio `dr` is what we measure from the neighbour; the forward
 //! ratio `df` is what the neighbour measured from us and reported in its own hello.
+//! Senders number hellos from a random start, so a jump forward by more than
+//! [`MAX_GAP`] or backwards past the window means the sender restarted: the window
+//! starts afresh instead of counting the jump as losses.
 //!
 //! `ETX = 1 / (df · dr)` is the expected number of transmissions (with link-layer
 //! acknowledgement) to get one frame across; a perfect link has ETX 1.
@@ -31,6 +34,8 @@
 
 /// Hellos remembered per neighbour.
 pub const WINDOW: u32 = 16;
+/// A forward jump in hello numbers larger than this is taken as a restart of the sender.
+pub const MAX_GAP: u32 = 64;
 /// Cost of a perfect link.
 pub const UNIT_COST: u32 = 256;
 /// Largest finite cost (a route of many such links still fits in a u64 sum).
@@ -66,6 +71,17 @@ impl HelloWindow {
         if ahead == 0 {
             return; // duplicate
         }
+        let back = self.last_seq.wrapping_sub(seq);
+        if (ahead < 0x8000 && u32::from(ahead) > MAX_GAP)
+            || (ahead >= 0x8000 && u32::from(back) >= WINDOW)
+        {
+            // The sender restarted (its numbering starts at random) or we missed far
+            // more than a neighbour's lifetime of hellos: start a fresh window rather
+            // than count the jump as losses or ignore everything as old.
+            *self = Self::default();
+            self.record(seq, interval_ms, now_ms);
+            return;
+        }
         if ahead < 0x8000 {
             let ahead = u32::from(ahead);
             self.bits = if ahead >= 32 { 0 } else { self.bits << ahead };
@@ -74,10 +90,8 @@ impl HelloWindow {
             self.last_seq = seq;
             self.last_at_ms = now_ms;
         } else {
-            let back = u32::from(self.last_seq.wrapping_sub(seq));
-            if back < WINDOW {
-                self.bits |= 1 << back;
-            }
+            // Reordered: `back` < WINDOW here.
+            self.bits |= 1 << u32::from(back);
         }
     }
 
@@ -228,6 +242,25 @@ mod tests {
         // Duplicates change nothing.
         w.record(last, 1000, t);
         assert_eq!(w.ratio(t), 9.0 / 16.0);
+    }
+
+    #[test]
+    fn a_restarted_sender_starts_a_fresh_window() {
+        for restart_seq in [1000u16, 0, 65000] {
+            let mut w = HelloWindow::default();
+            for (i, s) in (100u16..110).enumerate() {
+                w.record(s, 1000, i as u64 * 1000);
+            }
+            w.record(restart_seq, 1000, 10_000);
+            assert_eq!(w.ratio(10_000), 1.0, "restart at {restart_seq}");
+            w.record(restart_seq.wrapping_add(1), 1000, 11_000);
+            assert_eq!(w.ratio(11_000), 1.0);
+        }
+        // A real gap of lost hellos still counts as losses.
+        let mut w = HelloWindow::default();
+        w.record(10, 1000, 0);
+        w.record(14, 1000, 4000);
+        assert_eq!(w.ratio(4000), 2.0 / 5.0);
     }
 
     #[test]
