@@ -9,12 +9,18 @@ use std::time::Duration;
 use common::{unix_now, Mesh, Node};
 use dcmesh_control::api::Query;
 
+/// Node `i`'s dcmesh kernel routes, both families.
 fn fib(m: &Mesh, i: usize) -> String {
-    let out = m.nodes[i]
-        .ns
-        .ip(&["route", "show", "proto", "200"])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ["-4", "-6"]
+        .iter()
+        .map(|f| {
+            let out = m.nodes[i]
+                .ns
+                .ip(&[f, "route", "show", "proto", "200"])
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
 }
 
 #[test]
@@ -22,7 +28,11 @@ fn restart_keeps_the_datapath_and_certificates_renew_live() {
     let mut m = Mesh::new("life", 3, &[(0, 1), (1, 2)]);
     m.wait_converged(&[0, 1, 2]);
     assert!(m.ping(0, 2, false));
-    assert!(fib(&m, 1).contains(&Node::prefix(2)));
+    let before = fib(&m, 1);
+    assert!(
+        before.contains(&Node::prefix(2)) && before.contains(&Node::prefix6(2)),
+        "{before}"
+    );
     let seq_before = m.status(1)["seq"].as_u64().unwrap();
 
     // Clean shutdown: kernel routes go, the pinned datapath and its routes stay.
