@@ -27,7 +27,7 @@ use crate::{
     probe,
     report::{Case, CaseResult, Check, Meta, Report},
     routes,
-    tools::Tools,
+    tools::{Amount, Tools},
     topology::{Iface, Topology},
 };
 
@@ -213,8 +213,8 @@ impl Bench<'_> {
         self.topo.gen.enter(|| tools.set_gen_port(port.index))?
     }
 
-    /// One generator run of `dur` into `port`.
-    fn run_once(&self, port: &Iface, dur: Duration) -> Result<Once> {
+    /// One generator run of `amount` into `port`.
+    fn run_once(&self, port: &Iface, amount: Amount) -> Result<Once> {
         let before = self.tools.sink_count()?;
         let (tools, batch, stop, cpu) = (&self.tools, self.opts.batch, self.stop, self.cpu);
         let softirqd = ksoftirqd(cpu);
@@ -223,7 +223,7 @@ impl Bench<'_> {
             pin_to(cpu)?;
             raise_priority();
             let t0 = run_ns("/proc/thread-self/schedstat")?;
-            let run = tools.generate(port.index, dur, batch, stop)?;
+            let run = tools.generate(port.index, amount, batch, stop)?;
             Ok((run, run_ns("/proc/thread-self/schedstat")? - t0))
         })??;
         let soft1 = softirqd.as_deref().map(run_ns).transpose()?;
@@ -240,8 +240,11 @@ impl Bench<'_> {
 
     /// A warm-up run, then one timed repetition, added to `acc`.
     fn rep(&self, acc: &mut Acc, port: &Iface) -> Result<()> {
-        let warm = self.run_once(port, WARMUP)?;
-        let timed = self.run_once(port, Duration::from_secs_f64(self.opts.seconds))?;
+        let warm = self.run_once(port, Amount::For(WARMUP))?;
+        // Sized from the warm-up's rate to last about `seconds`; its real length is measured.
+        let rate = warm.frames as f64 / warm.elapsed.as_secs_f64().max(1e-3);
+        let frames = (rate * self.opts.seconds).max(100_000.0) as u64;
+        let timed = self.run_once(port, Amount::Frames(frames))?;
         acc.add(warm, timed);
         Ok(())
     }
@@ -255,7 +258,7 @@ impl Bench<'_> {
     ) -> Result<Vec<Option<f64>>> {
         let _stats = enable_stats(Stats::RunTime).context("enable BPF run-time statistics")?;
         let before = read()?;
-        self.run_once(port, STATS_RUN)?;
+        self.run_once(port, Amount::For(STATS_RUN))?;
         let after = read()?;
         Ok(before
             .iter()

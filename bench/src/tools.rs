@@ -170,14 +170,14 @@ impl Tools {
         prog(&self.ebpf, CEILING)
     }
 
-    /// Runs the generator in live-frames mode for about `duration`, as if the frames
-    /// arrived on `ingress_ifindex` (the interface it redirects to). Call inside the
-    /// generator's namespace, on the thread to be measured. Stops early, with an error,
-    /// when `stop` is set.
+    /// Runs the generator in live-frames mode for `amount`, as if the frames arrived on
+    /// `ingress_ifindex` (the interface it redirects to). Call inside the generator's
+    /// namespace, on the thread to be measured. Stops early, with an error, when `stop`
+    /// is set (checked between calls).
     pub fn generate(
         &self,
         ingress_ifindex: u32,
-        duration: Duration,
+        amount: Amount,
         batch: u32,
         stop: &AtomicBool,
     ) -> Result<GenRun> {
@@ -186,19 +186,24 @@ impl Tools {
         let ctx = xdp_md(FRAME_LEN as u32, ingress_ifindex);
         let start = Instant::now();
         let mut frames = 0u64;
-        while start.elapsed() < duration {
+        loop {
+            let repeat = match amount {
+                Amount::For(d) if start.elapsed() < d => GEN_CHUNK,
+                Amount::Frames(n) if frames < n => (n - frames).min(u64::from(u32::MAX)) as u32,
+                _ => break,
+            };
             if stop.load(Ordering::Relaxed) {
                 bail!("interrupted");
             }
             let r = prog.test_run(TestRunOptions {
                 data_in: Some(&data),
                 ctx_in: Some(&ctx),
-                repeat: GEN_CHUNK,
+                repeat,
                 attrs: TestRunAttrs::new().xdp_live_frames(batch),
                 ..TestRunOptions::new()
             });
             match r {
-                Ok(_) => frames += u64::from(GEN_CHUNK),
+                Ok(_) => frames += u64::from(repeat),
                 Err(e) if is_eintr(&e) && stop.load(Ordering::Relaxed) => bail!("interrupted"),
                 Err(e) => return Err(e).context("BPF_PROG_TEST_RUN (live frames) of bench_gen"),
             }
@@ -208,6 +213,17 @@ impl Tools {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// How much a generator run sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Amount {
+    /// Calls of `GEN_CHUNK` frames until this much time has passed.
+    For(Duration),
+    /// This many frames, in as few calls as possible: each call takes the kernel's XDP
+    /// dispatcher lock, which other processes' XDP attachments may hold for an RCU grace
+    /// period, so a timed repetition makes one call.
+    Frames(u64),
 }
 
 fn is_eintr(e: &ProgramError) -> bool {
