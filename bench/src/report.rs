@@ -411,7 +411,8 @@ const METHOD: &str = "
 ## Method
 
 - Chain rate: frames counted by the sink's XDP program over the generator's wall-clock
-  run time, each timed repetition after a 0.3 s warm-up. Router cost = 1/chain − 1/direct
+  run time. Each timed repetition follows a 0.3 s warm-up and is one live-frames call
+  sized from the warm-up's rate. Router cost = 1/chain − 1/direct
   (`shared/notes/bench.md`): generator, router and sink share the generator's CPU, so the
   difference isolates what R adds per packet. Cases (0)–(4) run interleaved, one
   repetition of each per round (dcmesh loaded afresh each round), so drifting background
