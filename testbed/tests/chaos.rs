@@ -15,7 +15,12 @@ use dcmesh_testbed::{
     scenario::{self, RunConfig},
 };
 
+/// One mesh at a time: two meshes of daemons on two cores would starve each other's
+/// hellos and measure the host, not the mesh.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn chaos_run(ctl: Controller) {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let daemons = matches!(ctl, Controller::Daemon { .. });
     let topo = generate::grid(
         3,

@@ -154,3 +154,82 @@ fn diamond_forwards_fails_over_and_cleans_up() {
     }
     assert_eq!(ours(), Vec::<String>::new(), "leftovers after drop");
 }
+
+/// TBF parameters of a wire interface, as `tc` prints them.
+fn qdisc(m: &Mesh, dev: &str) -> String {
+    let out = m
+        .wire
+        .exec("tc", &["-s", "qdisc", "show", "dev", dev])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn link_rates_are_shaped_per_direction_and_changed_at_run_time() {
+    require_root();
+    let topo = Topology::parse(
+        r#"
+        name = "rated"
+        [[node]]
+        name = "a"
+        [[node]]
+        name = "b"
+        [[link]]
+        nodes = ["a", "b"]
+        rate = "2mbit"
+        [[client]]
+        name = "ca"
+        node = "a"
+        [[client]]
+        name = "cb"
+        node = "b"
+        "#,
+    )
+    .unwrap();
+    let mut m = Mesh::build(topo, Controller::Static).unwrap();
+    let (wa, wb) = (m.links[0].wire_a.0.clone(), m.links[0].wire_b.0.clone());
+    for dev in [&wa, &wb] {
+        assert!(qdisc(&m, dev).contains("rate 2Mbit"), "{}", qdisc(&m, dev));
+    }
+    // 300 datagrams of 1400 bytes at once: far above 2 Mbit/s, so the shaper drops.
+    let dst = std::net::SocketAddr::from((m.clients[1].addr4, 9999));
+    let rx = m.clients[1]
+        .ns
+        .enter(|| std::net::UdpSocket::bind(dst).unwrap())
+        .unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let tx = m.clients[0]
+        .ns
+        .enter(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap())
+        .unwrap();
+    for _ in 0..300 {
+        let _ = tx.send_to(&[0u8; 1400], dst);
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 2048];
+    while rx.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    assert!(got > 0, "nothing crossed the shaped link");
+    assert!(
+        got < 300,
+        "a 2 Mbit/s link carried a 3.4 Mbit burst without loss"
+    );
+    let s = qdisc(&m, &wb);
+    assert!(
+        !s.contains("dropped 0,"),
+        "the a→b shaper dropped nothing:\n{s}"
+    );
+    // A new rate applies to both directions.
+    m.apply(&Action::SetLink {
+        link: 0,
+        loss: None,
+        snr_db: None,
+        rate: Some("5mbit".parse().unwrap()),
+    })
+    .unwrap();
+    for dev in [&wa, &wb] {
+        assert!(qdisc(&m, dev).contains("rate 5Mbit"), "{}", qdisc(&m, dev));
+    }
+}
