@@ -22,8 +22,8 @@ use dcmesh_ebpf::{
 use dcmesh_schema::{
     CachedRoute, Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP,
     MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NEXTHOP_ETH_OFFSET, NH_F_DOWN,
-    NH_F_VALID, NUM_COUNTERS, ROUTE_CACHE_ENTRIES, ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT,
-    ROUTE_F_KERNEL, ROUTE_F_LOCAL,
+    NH_F_VALID, NUM_COUNTERS, ROUTE_CACHE_ENTRIES, ROUTE_CACHE_MIN_ROUTES, ROUTE_F_BLACKHOLE,
+    ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
 };
 
 // Map names must equal `dcmesh_schema::maps::*` (the loader test checks every one exists).
@@ -98,14 +98,19 @@ fn config() -> DatapathConfig {
     DCMESH_CONFIG.get(0).copied().unwrap_or_default()
 }
 
-/// Longest-prefix match through the per-CPU route cache (see `CachedRoute`).
+/// Longest-prefix match; through the per-CPU route cache (see `CachedRoute`) once the
+/// table has more than `ROUTE_CACHE_MIN_ROUTES` routes.
 #[inline(always)]
 fn lookup<const N: usize>(
     cache: &LruPerCpuHashMap<[u8; N], CachedRoute>,
     trie: &LpmTrie<[u8; N], Route>,
     dst: &[u8; N],
+    routes: u32,
     generation: u32,
 ) -> Option<Route> {
+    if routes <= ROUTE_CACHE_MIN_ROUTES {
+        return trie.get(Key::new((N * 8) as u32, *dst)).copied();
+    }
     // SAFETY: per-CPU value, read on this CPU only.
     if let Some(c) = unsafe { cache.get(dst) } {
         if c.generation == generation {
@@ -211,7 +216,13 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
         return (Counter::PassLinkLocal, PASS);
     }
     let cfg = config();
-    let route = lookup(&DCMESH_RCACHE_V4, &DCMESH_ROUTES_V4, &dst, cfg.generation);
+    let route = lookup(
+        &DCMESH_RCACHE_V4,
+        &DCMESH_ROUTES_V4,
+        &dst,
+        cfg.routes_v4,
+        cfg.generation,
+    );
     let nh = match route_decision(route, &cfg) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,
@@ -293,7 +304,13 @@ fn forward_v6(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
         return (Counter::PassHopByHop, PASS);
     }
     let cfg = config();
-    let route = lookup(&DCMESH_RCACHE_V6, &DCMESH_ROUTES_V6, &dst, cfg.generation);
+    let route = lookup(
+        &DCMESH_RCACHE_V6,
+        &DCMESH_ROUTES_V6,
+        &dst,
+        cfg.routes_v6,
+        cfg.generation,
+    );
     let nh = match route_decision(route, &cfg) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,

@@ -88,7 +88,11 @@ impl Datapath {
         let mut ebpf = loader.load(DCMESH_OBJ).map_err(LoaderError::load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(LoaderError::program)?;
-        let tables = Tables::take_from(&mut ebpf)?;
+        let mut tables = Tables::take_from(&mut ebpf)?;
+        if pin_dir.is_some() {
+            // Reused tables: make the route counts exact again.
+            tables.recount_routes()?;
+        }
         Ok(Self {
             ebpf,
             tables,

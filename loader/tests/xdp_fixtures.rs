@@ -567,11 +567,31 @@ fn routes_round_trip() {
     );
 }
 
-/// The per-CPU route cache never serves a stale answer: every route change (add, replace,
-/// delete, and a cached miss becoming a hit) takes effect for the very next packet.
+/// Route changes (add, replace, delete, a miss becoming a hit) take effect for the very next
+/// packet: on a small table (direct trie walk) and on a large one, where the per-CPU route
+/// cache must never serve a stale answer.
 #[test]
 fn route_changes_take_effect_at_once() {
+    route_changes(0);
+}
+
+#[test]
+fn route_changes_take_effect_at_once_through_the_cache() {
+    route_changes(dcmesh_schema::ROUTE_CACHE_MIN_ROUTES + 50);
+}
+
+fn route_changes(extra_routes: u32) {
     let mut dp = datapath();
+    for i in 0..extra_routes {
+        let p = format!("172.16.{}.{}/32", i / 256, i % 256);
+        let q = format!("2001:db8:ff::{i:x}/128");
+        dp.tables()
+            .set_route(net(&p), RouteTarget::Blackhole)
+            .unwrap();
+        dp.tables()
+            .set_route(net(&q), RouteTarget::Blackhole)
+            .unwrap();
+    }
     let f4 = V4::to([10, 1, 2, 99]).build();
     let f6 = V6::to(v6("2001:db8:1:2::99")).build();
     let miss4 = V4::to([192, 0, 2, 77]).build();

@@ -112,7 +112,17 @@ pub struct DatapathConfig {
     /// Bumped by userspace after every route change; route-cache entries tagged with an
     /// older generation are ignored, so a change takes effect for the very next packet.
     pub generation: u32,
+    /// Number of IPv4 routes (kept by userspace; recounted at every load). Decides whether
+    /// the route cache pays for itself, see [`ROUTE_CACHE_MIN_ROUTES`].
+    pub routes_v4: u32,
+    /// Number of IPv6 routes, as above.
+    pub routes_v6: u32,
 }
+
+/// Tables with more routes than this are looked up through the route cache. Below it the
+/// trie is shallow and stays in cache, and a direct walk (~12 ns) beats the cache's
+/// out-of-line per-CPU hash look-up (~35 ns, measured with `cargo xtask bench forward`).
+pub const ROUTE_CACHE_MIN_ROUTES: u32 = 256;
 
 /// A per-CPU route-cache entry: the result of one longest-prefix match for a /32 or /128.
 ///
@@ -245,7 +255,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Route>(), 12);
         assert_eq!(core::mem::size_of::<NextHop>(), 24);
         assert_eq!(core::mem::size_of::<CounterValue>(), 16);
-        assert_eq!(core::mem::size_of::<DatapathConfig>(), 8);
+        assert_eq!(core::mem::size_of::<DatapathConfig>(), 16);
         assert_eq!(core::mem::offset_of!(NextHop, dst_mac), NEXTHOP_ETH_OFFSET);
         assert_eq!(
             core::mem::offset_of!(NextHop, src_mac),
