@@ -489,14 +489,14 @@ fn demo(
     println!("converged in {:.0} ms\n", t.as_secs_f64() * 1e3);
     show_state(&mut mesh);
     println!("metrics while it runs:");
-    if matches!(mesh.controller, Controller::Daemon { .. }) {
+    if let Controller::Daemon { bin } = &mesh.controller {
         println!(
             "  Prometheus: ip netns exec {} curl -s 127.0.0.1:9477/metrics   (one per node namespace)",
             mesh.nodes[0].ns.name()
         );
         println!(
-            "  dcmesh CLI: ip netns exec {} dcmesh routes --socket {}",
-            mesh.nodes[0].ns.name(),
+            "  dcmesh CLI: {} routes --socket {}   (status | neighbors | routes | adverts)",
+            bin.display(),
             mesh.nodes[0].dir.join("ctl.sock").display()
         );
     }
