@@ -9,8 +9,10 @@
 //! - carrier loss (rtnetlink link event): that interface's neighbours are dropped at once.
 //! - an advert is originated when our links change (a neighbour comes or goes, or a cost
 //!   moves by more than 1/8), and at least every `advert_refresh_s`.
-//! - routes are written to the datapath only after `dead_interval_ms` from start, so a
-//!   restarted daemon keeps the pinned routes forwarding until it knows its neighbours.
+//! - adverts are originated, and routes written to the datapath, only after
+//!   `dead_interval_ms` from start: a restarted daemon keeps the pinned routes
+//!   forwarding, and its previous advert standing, until it knows its neighbours, so a
+//!   crash and restart within the dead interval loses no transit traffic.
 use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv6Addr, SocketAddr, SocketAddrV6},
@@ -91,6 +93,8 @@ struct Daemon {
     hello_certs: CertCache,
     own_certs: CertCache,
     hello_rejects: HashMap<Reject, u64>,
+    /// When we last sent our database to a neighbour (interface, node), ms.
+    synced: HashMap<(usize, NodeId), u64>,
     seq: u64,
     seq_path: PathBuf,
     advertised: BTreeMap<NodeId, u32>,
@@ -324,6 +328,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         hello_certs: CertCache::default(),
         own_certs: CertCache::default(),
         hello_rejects: HashMap::new(),
+        synced: HashMap::new(),
         seq,
         seq_path,
         advertised: BTreeMap::new(),
@@ -533,16 +538,32 @@ impl Daemon {
             SocketAddr::V4(_) => return self.reject_hello(Reject::Malformed),
         };
         let now = self.now_ms();
-        if self
+        let outcome = self
             .nbrs
-            .on_hello(i, h, addr, cert.not_after, &self.my_id, now)
-        {
+            .on_hello(i, h, addr, cert.not_after, &self.my_id, now);
+        let new = outcome.new;
+        if new {
             log::info!(
                 "{}: new neighbour {} ({addr})",
                 self.ifaces[i].name,
                 h.node.short()
             );
-            // Answer at once so it learns we hear it, and hand it our database.
+            self.dirty = true;
+        }
+        // A neighbour that is new, restarted (its hello numbering jumped) or does not
+        // list us may lack our database: answer at once so it learns we hear it, and
+        // hand it our database. At most once per hello interval for a restart, once per
+        // dead interval otherwise (a one-way link must not cost a full sync per hello).
+        let knows_us = h.heard.iter().any(|x| x.node == self.my_id);
+        let key = (i, h.node);
+        let since = self.synced.get(&key).map(|t| now.saturating_sub(*t));
+        let due = match since {
+            None => true,
+            Some(s) if outcome.restarted => s >= self.cfg.hello_interval_ms,
+            Some(s) => s > self.cfg.dead_interval_ms,
+        };
+        if (new || outcome.restarted || !knows_us) && due {
+            self.synced.insert(key, now);
             self.send_hello(i).await;
             let raws: Vec<Vec<u8>> = self.lsdb.entries().map(|e| e.raw.clone()).collect();
             for r in raws {
@@ -552,7 +573,6 @@ impl Daemon {
                     }
                 }
             }
-            self.dirty = true;
         }
     }
 
@@ -740,6 +760,9 @@ impl Daemon {
         let cert_ok = self.check_own_cert();
         self.read_snr();
         let gone = self.nbrs.expire(now, unix_now());
+        for g in &gone {
+            self.synced.remove(g);
+        }
         for (i, n) in &gone {
             log::warn!(
                 "{}: neighbour {} lost (silent for {} ms)",
@@ -777,6 +800,12 @@ impl Daemon {
 
     async fn originate(&mut self) {
         if self.own.error.is_some() {
+            return;
+        }
+        if self.now_ms() < self.cfg.dead_interval_ms {
+            // Start-up: until every live neighbour has been heard, an advert would list
+            // too few links and briefly cut the mesh off from a datapath that still
+            // forwards (our previous advert stays valid meanwhile).
             return;
         }
         let links = self.current_links();
@@ -885,7 +914,19 @@ impl Daemon {
                 }
             }
         }
-        if let Err(e) = self.writer.apply(self.datapath.tables(), &desired) {
+        let applied = self.writer.apply(self.datapath.tables(), &desired);
+        if let Ok(ch) = &applied {
+            if *ch != crate::decision::Changes::default() {
+                log::info!(
+                    "datapath: {} next hop(s) written, {} removed; {} route(s) written, {} removed",
+                    ch.nexthops_set,
+                    ch.nexthops_deleted,
+                    ch.routes_set,
+                    ch.routes_deleted
+                );
+            }
+        }
+        if let Err(e) = applied {
             log::error!("{e}");
             if let Ok(m) = self.metrics.lock() {
                 m.route_write_errors.inc();

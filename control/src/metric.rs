@@ -57,19 +57,21 @@ pub struct HelloWindow {
 }
 
 impl HelloWindow {
-    /// Records hello `seq` received at `now_ms`, announcing `interval_ms`.
-    pub fn record(&mut self, seq: u16, interval_ms: u16, now_ms: u64) {
+    /// Records hello `seq` received at `now_ms`, announcing `interval_ms`. Returns true
+    /// when the numbering jumped so far that the sender must have restarted (the window
+    /// then starts afresh).
+    pub fn record(&mut self, seq: u16, interval_ms: u16, now_ms: u64) -> bool {
         self.interval_ms = u64::from(interval_ms.max(1));
         if self.span == 0 {
             self.bits = 1;
             self.last_seq = seq;
             self.span = 1;
             self.last_at_ms = now_ms;
-            return;
+            return false;
         }
         let ahead = seq.wrapping_sub(self.last_seq);
         if ahead == 0 {
-            return; // duplicate
+            return false; // duplicate
         }
         let back = self.last_seq.wrapping_sub(seq);
         if (ahead < 0x8000 && u32::from(ahead) > MAX_GAP)
@@ -80,7 +82,7 @@ impl HelloWindow {
             // than count the jump as losses or ignore everything as old.
             *self = Self::default();
             self.record(seq, interval_ms, now_ms);
-            return;
+            return true;
         }
         if ahead < 0x8000 {
             let ahead = u32::from(ahead);
@@ -93,6 +95,7 @@ impl HelloWindow {
             // Reordered: `back` < WINDOW here.
             self.bits |= 1 << u32::from(back);
         }
+        false
     }
 
     /// Hellos overdue at `now_ms` (more than half an interval late counts as missed).
@@ -251,7 +254,10 @@ mod tests {
             for (i, s) in (100u16..110).enumerate() {
                 w.record(s, 1000, i as u64 * 1000);
             }
-            w.record(restart_seq, 1000, 10_000);
+            assert!(
+                w.record(restart_seq, 1000, 10_000),
+                "restart at {restart_seq}"
+            );
             assert_eq!(w.ratio(10_000), 1.0, "restart at {restart_seq}");
             w.record(restart_seq.wrapping_add(1), 1000, 11_000);
             assert_eq!(w.ratio(11_000), 1.0);
@@ -259,7 +265,7 @@ mod tests {
         // A real gap of lost hellos still counts as losses.
         let mut w = HelloWindow::default();
         w.record(10, 1000, 0);
-        w.record(14, 1000, 4000);
+        assert!(!w.record(14, 1000, 4000));
         assert_eq!(w.ratio(4000), 2.0 / 5.0);
     }
 

@@ -5,7 +5,11 @@
 //! `dead_ms + hello_interval`), when its certificate expires, or at once when the
 //! interface loses carrier ([`Neighbours::drop_interface`]). A link is usable (goes into
 //! adverts) only when both directions work: the neighbour's hello must report that it
-//! hears us (`df > 0`), and we must hear it (`dr > 0`).
+//! hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
+//! us keeps its last `df` for `dead_ms` (like Babel's IHU hold time): a neighbour that
+//! restarted does not know us for one hello interval, and that must not withdraw routes
+//! its still-running datapath carries. A link that really became one-way is dropped
+//! within the same bound as a silent neighbour.
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::Ipv6Addr,
@@ -28,8 +32,10 @@ pub struct Neighbour {
     /// Its link-local address (kernel FIB gateway).
     pub addr: Ipv6Addr,
     pub window: HelloWindow,
-    /// Fraction of our hellos it reported receiving (0..=1).
+    /// Fraction of our hellos it last reported receiving (0..=1).
     pub df: f64,
+    /// When a hello last listed us (caller's clock, ms).
+    df_at_ms: Option<u64>,
     /// Its certificate's expiry, unix seconds.
     pub cert_not_after: u64,
     /// SNR samples `(seconds, dB)` of the last [`SNR_TREND_WINDOW_S`].
@@ -65,6 +71,15 @@ pub struct Link {
     pub cost: Option<u32>,
 }
 
+/// What a hello told about its sender.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelloOutcome {
+    /// First hello from it on this interface (or since it was lost).
+    pub new: bool,
+    /// Its hello numbering jumped: it restarted and may have lost its database.
+    pub restarted: bool,
+}
+
 /// All neighbours, per interface (by index into the configured interface list).
 #[derive(Clone, Debug, Default)]
 pub struct Neighbours {
@@ -80,8 +95,7 @@ impl Neighbours {
         }
     }
 
-    /// Records a verified hello from `src` on `iface`; `me` is our id. Returns true if
-    /// the neighbour is new on this interface.
+    /// Records a verified hello from `src` on `iface`; `me` is our id.
     pub fn on_hello(
         &mut self,
         iface: usize,
@@ -90,15 +104,15 @@ impl Neighbours {
         cert_not_after: u64,
         me: &NodeId,
         now_ms: u64,
-    ) -> bool {
+    ) -> HelloOutcome {
         let Some(map) = self.per_iface.get_mut(iface) else {
-            return false;
+            return HelloOutcome::default();
         };
         let df = h
             .heard
             .iter()
-            .find(|x| x.node == *me)
-            .map_or(0.0, |x| metric::ratio_from_wire(x.rx));
+            .find(|x| x.node == *me && x.rx > 0)
+            .map(|x| metric::ratio_from_wire(x.rx));
         let mut new = false;
         let n = map.entry(h.node).or_insert_with(|| {
             new = true;
@@ -108,16 +122,25 @@ impl Neighbours {
                 addr: src,
                 window: HelloWindow::default(),
                 df: 0.0,
+                df_at_ms: None,
                 cert_not_after,
                 snr: VecDeque::new(),
             }
         });
         n.mac = h.mac;
         n.addr = src;
-        n.df = df;
+        if let Some(df) = df {
+            n.df = df;
+            n.df_at_ms = Some(now_ms);
+        } else if n
+            .df_at_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) > self.dead_ms)
+        {
+            n.df = 0.0;
+        }
         n.cert_not_after = cert_not_after;
-        n.window.record(h.seq, h.interval_ms, now_ms);
-        new
+        let restarted = n.window.record(h.seq, h.interval_ms, now_ms);
+        HelloOutcome { new, restarted }
     }
 
     /// Records an SNR sample for the neighbour with `mac` on `iface` (`None`: all).
@@ -181,18 +204,22 @@ impl Neighbours {
         for (i, map) in self.per_iface.iter().enumerate() {
             for n in map.values() {
                 let dr = n.window.ratio(now_ms);
+                let df = match n.df_at_ms {
+                    Some(t) if now_ms.saturating_sub(t) <= self.dead_ms => n.df,
+                    _ => 0.0,
+                };
                 let snr = n.snr();
                 v.push(Link {
                     iface: i,
                     node: n.node,
                     mac: n.mac,
                     addr: n.addr,
-                    df: n.df,
+                    df,
                     dr,
-                    etx: metric::etx(n.df, dr),
+                    etx: metric::etx(df, dr),
                     snr_db: snr.map(|s| s.db),
                     snr_slope_db_s: snr.map(|s| s.slope_db_s),
-                    cost: metric::cost(n.df, dr, snr, p),
+                    cost: metric::cost(df, dr, snr, p),
                 });
             }
         }
@@ -286,12 +313,43 @@ mod tests {
     #[test]
     fn one_way_links_are_not_usable_until_they_hear_us() {
         let mut n = Neighbours::new(1, 4000);
-        assert!(n.on_hello(0, &hello(1, 1, None), LL, u64::MAX, &ME, 0));
+        assert!(n.on_hello(0, &hello(1, 1, None), LL, u64::MAX, &ME, 0).new);
         assert!(n.best_links(0, &SnrPolicy::default()).is_empty());
-        assert!(!n.on_hello(0, &hello(1, 2, Some(65535)), LL, u64::MAX, &ME, 1000));
+        assert_eq!(
+            n.on_hello(0, &hello(1, 2, Some(65535)), LL, u64::MAX, &ME, 1000),
+            HelloOutcome::default()
+        );
         let b = n.best_links(1000, &SnrPolicy::default());
         assert_eq!(b[&NodeId([1; 32])].cost, Some(256));
         assert_eq!(n.heard(0, 1000)[0].node, NodeId([1; 32]));
+    }
+
+    #[test]
+    fn a_neighbour_that_stops_listing_us_keeps_its_link_for_the_dead_interval() {
+        let mut n = Neighbours::new(1, 4000);
+        let p = SnrPolicy::default();
+        n.on_hello(0, &hello(1, 1, Some(65535)), LL, u64::MAX, &ME, 0);
+        // It restarted: its hellos do not list us yet.
+        let o = n.on_hello(0, &hello(1, 1000, None), LL, u64::MAX, &ME, 500);
+        assert_eq!(
+            o,
+            HelloOutcome {
+                new: false,
+                restarted: true
+            }
+        );
+        for (k, t) in [1000u64, 2000, 3000, 4000].iter().enumerate() {
+            n.on_hello(0, &hello(1, 1001 + k as u16, None), LL, u64::MAX, &ME, *t);
+            assert_eq!(n.best_links(*t, &p).len(), 1, "link dropped at {t} ms");
+        }
+        n.on_hello(0, &hello(1, 1010, None), LL, u64::MAX, &ME, 4001);
+        assert!(
+            n.best_links(4001, &p).is_empty(),
+            "one-way for longer than dead_ms"
+        );
+        // Hearing us again restores it at once.
+        n.on_hello(0, &hello(1, 1011, Some(65535)), LL, u64::MAX, &ME, 5000);
+        assert_eq!(n.best_links(5000, &p).len(), 1);
     }
 
     #[test]
@@ -350,7 +408,22 @@ mod tests {
         let l = n.links(0, &p);
         assert_eq!(l[0].cost, Some(1024));
         // A falling SNR raises the cost.
+        for k in 1..=5u16 {
+            n.on_hello(
+                1,
+                &hello(1, 1 + k, Some(65535)),
+                LL,
+                u64::MAX,
+                &ME,
+                u64::from(k) * 1000,
+            );
+        }
         n.set_snr(1, None, 20.0, 5000);
+        assert_eq!(
+            n.links(5000, &p)[1].etx,
+            Some(1.0),
+            "no loss: only SNR moves"
+        );
         assert!(n.links(5000, &p)[1].cost.unwrap() > 256 * 2);
     }
 }

@@ -83,6 +83,8 @@ pub struct Mesh {
     pub dir: PathBuf,
     pub bpffs: PathBuf,
     pub rt: tokio::runtime::Runtime,
+    /// Neighbour dead interval the daemons run with.
+    pub dead_ms: u64,
 }
 
 fn sh(cmd: &str, args: &[&str]) {
@@ -101,6 +103,11 @@ fn sh(cmd: &str, args: &[&str]) {
 impl Mesh {
     /// Builds `n` nodes joined by `links` (pairs of node indices) and starts a daemon on each.
     pub fn new(tag: &str, n: usize, links: &[(usize, usize)]) -> Mesh {
+        Self::with_dead_interval(tag, n, links, DEAD_MS)
+    }
+
+    /// Like [`Mesh::new`], with the daemons' `dead_interval_ms` set to `dead_ms`.
+    pub fn with_dead_interval(tag: &str, n: usize, links: &[(usize, usize)], dead_ms: u64) -> Mesh {
         require_root();
         let _ = netns::clear_stale();
         let id = format!("{}-{tag}", std::process::id());
@@ -121,6 +128,7 @@ impl Mesh {
             dir,
             bpffs,
             rt,
+            dead_ms,
         };
         let now = unix_now();
         for i in 0..n {
@@ -214,11 +222,12 @@ impl Mesh {
             "key = \"{d}/node.key\"\ncertificate = \"{d}/node.cert\"\nstate_dir = \"{d}/state\"\n\
              control_socket = \"{d}/ctl.sock\"\nmetrics_listen = \"127.0.0.1:9477\"\n\
              pin_dir = \"{pin}/node{i}\"\nprefixes = [\"{p4}\", \"fd77:0:0:{i}::/64\"]\nport = {PORT}\n\
-             hello_interval_ms = {HELLO_MS}\ndead_interval_ms = {DEAD_MS}\nadvert_refresh_s = 5\n\
+             hello_interval_ms = {HELLO_MS}\ndead_interval_ms = {dead}\nadvert_refresh_s = 5\n\
              advert_lifetime_s = 20\nmax_advert_lifetime_s = 60\n\n\
              [authorities]\nkeys = [{keys}]\nthreshold = 2\n",
             d = d.display(),
             pin = self.bpffs.display(),
+            dead = self.dead_ms,
             p4 = Node::prefix(i),
             keys = keys.join(", "),
         );
