@@ -16,7 +16,11 @@
 //!
 //! Every rejection increments the counter of its reason and leaves the database as it
 //! was. [`Lsdb::accept_batch`] runs steps 1–6 per advert and step 7 as one Ed25519 batch
-//! verification, falling back to single checks only when the batch fails.
+//! verification, falling back to single checks only when the batch fails. Single checks
+//! are strict (`verify_strict`); the batch equation is not, so a signature its own signer
+//! deliberately built with a small-order component could pass in a batch and fail alone.
+//! That gives the signer nothing it could not sign anyway, and nobody else can produce
+//! one; weak (small-order) origin keys are refused on both paths.
 use std::collections::HashMap;
 
 use ed25519_dalek::{Signature, VerifyingKey};
