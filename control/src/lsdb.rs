@@ -295,7 +295,8 @@ impl Lsdb {
     }
 
     /// Checks many adverts at once with one batch signature verification; results are
-    /// in input order and identical to calling [`Lsdb::accept`] on each in turn.
+    /// in input order and identical to calling [`Lsdb::accept`] on each in turn (up to the
+    /// signer-made small-order corner case in the module docs).
     pub fn accept_batch(&mut self, raws: &[&[u8]], now: u64) -> Vec<Result<Accepted, Reject>> {
         let mut out: Vec<Option<Result<Accepted, Reject>>> = Vec::with_capacity(raws.len());
         let mut pending: Vec<(usize, Pending)> = Vec::new();
