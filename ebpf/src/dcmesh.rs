@@ -6,10 +6,7 @@
 mod xdp_forward;
 
 #[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+use dcmesh_ebpf as _; // the shared panic handler
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -6,10 +6,7 @@
 mod tc_lanes;
 
 #[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+use dcmesh_ebpf as _; // the shared panic handler
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

@@ -12,10 +12,7 @@ mod link_emu;
 mod redirect_only;
 
 #[cfg(target_arch = "bpf")]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+use dcmesh_ebpf as _; // the shared panic handler
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

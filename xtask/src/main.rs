@@ -98,6 +98,33 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Runs `dcmesh-testbed SUB ARGS` (release), after building the daemon it starts in
+/// every node (found next to the testbed binary).
+fn testbed(task: &str, sub: &str, args: &[String]) -> Result<()> {
+    require_root(task)?;
+    setup::setup()?;
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "dcmesh-control",
+        "--bin",
+        "dcmesh",
+    ])?;
+    let mut a = vec![
+        "run",
+        "--release",
+        "-p",
+        "dcmesh-testbed",
+        "--bin",
+        "dcmesh-testbed",
+        "--",
+        sub,
+    ];
+    a.extend(args.iter().map(String::as_str));
+    cargo(&a)
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup::setup(),
@@ -112,55 +139,8 @@ fn run(cli: Cli) -> Result<()> {
             a.extend(args.iter().map(String::as_str));
             cargo(&a)
         }
-        Cmd::Run { args } => {
-            require_root("run")?;
-            setup::setup()?;
-            // The demo runs the real daemon, found next to the testbed binary.
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "dcmesh-control",
-                "--bin",
-                "dcmesh",
-            ])?;
-            let mut a = vec![
-                "run",
-                "--release",
-                "-p",
-                "dcmesh-testbed",
-                "--bin",
-                "dcmesh-testbed",
-                "--",
-                "demo",
-            ];
-            a.extend(args.iter().map(String::as_str));
-            cargo(&a)
-        }
-        Cmd::Chaos { args } => {
-            require_root("chaos")?;
-            setup::setup()?;
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "dcmesh-control",
-                "--bin",
-                "dcmesh",
-            ])?;
-            let mut a = vec![
-                "run",
-                "--release",
-                "-p",
-                "dcmesh-testbed",
-                "--bin",
-                "dcmesh-testbed",
-                "--",
-                "chaos",
-            ];
-            a.extend(args.iter().map(String::as_str));
-            cargo(&a)
-        }
+        Cmd::Run { args } => testbed("run", "demo", &args),
+        Cmd::Chaos { args } => testbed("chaos", "chaos", &args),
         Cmd::Bench { which, args } => {
             require_root("bench")?;
             setup::setup()?;
