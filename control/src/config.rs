@@ -11,6 +11,7 @@
 //! port = 6699                             # UDP port of hellos and adverts
 //! hello_interval_ms = 1000                # hello period per interface
 //! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos)
+//! local_convergence_delay_ms = 1000       # microloop avoidance, see below (0 = off, ≤ 60000)
 //! advert_refresh_s = 30                   # re-originate at least this often
 //! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)
 //! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
@@ -31,6 +32,15 @@
 //! name = "mesh0"
 //! snr = { source = "file", path = "/run/dcmesh/snr-mesh0" }  # or "static" (db = 30), "nl80211", "none"
 //! ```
+//!
+//! `local_convergence_delay_ms` (RFC 8333): when a neighbour this node forwards through
+//! is lost, traffic moves at once to the loop-free alternates, and this node's new routes
+//! wait this long, so the rest of the mesh (which installs at once) converges first and
+//! no neighbour still routing back through us sees a transient loop. It must cover
+//! flooding the advert across the mesh plus one route computation on the slowest node:
+//! tens of ms per hop on a busy radio mesh, so 1 s suits meshes of a dozen hops. Routes
+//! with no alternate are dropped meanwhile rather than looped; any other change in the
+//! mesh ends the wait at once. See `microloop`.
 use std::{net::SocketAddr, path::PathBuf};
 
 use ipnet::IpNet;
@@ -55,6 +65,9 @@ fn d_hello() -> u64 {
 }
 fn d_dead() -> u64 {
     4000
+}
+fn d_lcd() -> u64 {
+    1000
 }
 fn d_refresh() -> u64 {
     30
@@ -138,6 +151,8 @@ pub struct RawConfig {
     pub hello_interval_ms: u64,
     #[serde(default = "d_dead")]
     pub dead_interval_ms: u64,
+    #[serde(default = "d_lcd")]
+    pub local_convergence_delay_ms: u64,
     #[serde(default = "d_refresh")]
     pub advert_refresh_s: u64,
     #[serde(default = "d_lifetime")]
@@ -170,6 +185,8 @@ pub struct Config {
     pub port: u16,
     pub hello_interval_ms: u64,
     pub dead_interval_ms: u64,
+    /// Microloop avoidance hold after losing a next hop, ms (0 = off).
+    pub local_convergence_delay_ms: u64,
     pub advert_refresh_s: u64,
     pub advert_lifetime_s: u64,
     pub max_advert_lifetime_s: u64,
@@ -282,6 +299,9 @@ impl RawConfig {
                 ),
             ));
         }
+        if self.local_convergence_delay_ms > 60_000 {
+            return Err(field("local_convergence_delay_ms", "must be 0..=60000 ms"));
+        }
         if self.advert_refresh_s == 0 {
             return Err(field("advert_refresh_s", "must be at least 1 s"));
         }
@@ -364,6 +384,7 @@ impl RawConfig {
             port: self.port,
             hello_interval_ms: self.hello_interval_ms,
             dead_interval_ms: self.dead_interval_ms,
+            local_convergence_delay_ms: self.local_convergence_delay_ms,
             advert_refresh_s: self.advert_refresh_s,
             advert_lifetime_s: self.advert_lifetime_s,
             max_advert_lifetime_s: self.max_advert_lifetime_s,
@@ -405,6 +426,7 @@ mod tests {
         let c = Config::parse(&base()).unwrap();
         assert_eq!(c.port, 6699);
         assert_eq!(c.hello_interval_ms, 1000);
+        assert_eq!(c.local_convergence_delay_ms, 1000);
         assert_eq!(c.authorities.threshold(), 2);
         assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
     }
@@ -433,6 +455,10 @@ mod tests {
         assert_eq!(
             err_field(&top("dead_interval_ms = 1500")),
             "dead_interval_ms"
+        );
+        assert_eq!(
+            err_field(&top("local_convergence_delay_ms = 60001")),
+            "local_convergence_delay_ms"
         );
         assert_eq!(err_field(&top("advert_refresh_s = 0")), "advert_refresh_s");
         assert_eq!(

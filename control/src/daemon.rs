@@ -13,8 +13,11 @@
 //!   `dead_interval_ms` from start: a restarted daemon keeps the pinned routes
 //!   forwarding, and its previous advert standing, until it knows its neighbours, so a
 //!   crash and restart within the dead interval loses no transit traffic.
+//! - losing a neighbour we forward through marks its next hop down at once (alternates
+//!   take over), and holds our other route changes for `local_convergence_delay_ms`
+//!   (microloop avoidance, see `microloop`); the hold is checked every tick.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{Ipv6Addr, SocketAddr, SocketAddrV6},
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -34,11 +37,12 @@ use crate::{
     api::{self, Query},
     cert::{CertCache, Certificate},
     config::{Config, SnrSource, XdpMode},
-    decision::{Target, Writer},
+    decision::{NhKey, Target, Writer},
     fib::{Fib, KernelNextHop, LinkEvent},
     identity::{Identity, NodeId},
     lsdb::{Accepted, Lsdb, LsdbConfig, Reject},
     metrics::{LinkLabels, Metrics, ReasonLabels},
+    microloop::{self, Hold},
     neighbour::{Link, Neighbours},
     spf::{self, NodeInput, PrefixRoute, Topology, Via},
     wire::{self, AdvLink, Advert, Hello, Message},
@@ -102,6 +106,8 @@ struct Daemon {
     routes: Vec<PrefixRoute>,
     datapath: Datapath,
     writer: Writer,
+    /// Microloop avoidance: our route changes wait while the mesh converges on a loss.
+    hold: Hold,
     fib: Option<Fib>,
     metrics: Arc<Mutex<Metrics>>,
     start: Instant,
@@ -317,6 +323,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         authorities: cfg.authorities.clone(),
         max_lifetime_s: cfg.max_advert_lifetime_s,
     });
+    let lcd_ms = cfg.local_convergence_delay_ms;
     let mut d = Daemon {
         nbrs: Neighbours::new(ifaces.len(), cfg.dead_interval_ms),
         cfg,
@@ -336,6 +343,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         routes: Vec::new(),
         datapath,
         writer,
+        hold: Hold::new(lcd_ms),
         fib,
         metrics,
         start: Instant::now(),
@@ -913,6 +921,62 @@ impl Daemon {
                     );
                 }
             }
+        }
+        // Microloop avoidance: next hops of lost neighbours go down at once (alternates
+        // take over); if that touched any route, our own changes wait for the mesh.
+        let live: BTreeSet<NhKey> = self
+            .nbrs
+            .links(self.now_ms(), &self.cfg.snr_policy)
+            .iter()
+            .map(|l| NhKey {
+                ifindex: self.ifaces[l.iface].index,
+                mac: l.mac,
+            })
+            .collect();
+        match self.writer.mark_down_unless(self.datapath.tables(), &live) {
+            Ok(0) => {}
+            Ok(n) => {
+                log::info!("{n} next hop(s) to lost neighbours marked down");
+                if self.hold.on_local_loss(self.now_ms()) {
+                    log::info!(
+                        "holding route changes for {} ms while the mesh converges",
+                        self.cfg.local_convergence_delay_ms
+                    );
+                }
+            }
+            Err(e) => log::error!("mark next hops down: {e}"),
+        }
+        if self.hold.holding(self.now_ms()) {
+            let down = self.writer.down_keys();
+            if down.is_disjoint(&live)
+                && microloop::explained_by_loss(&self.writer.installed(), &desired, &down)
+            {
+                self.dirty = true; // look again next tick
+                if self.fib.is_some() {
+                    let addrs: HashMap<NhKey, Ipv6Addr> = self
+                        .nbrs
+                        .links(self.now_ms(), &self.cfg.snr_policy)
+                        .iter()
+                        .map(|l| {
+                            let k = NhKey {
+                                ifindex: self.ifaces[l.iface].index,
+                                mac: l.mac,
+                            };
+                            (k, l.addr)
+                        })
+                        .collect();
+                    let kernel = microloop::kernel_view(&self.writer.installed(), &down, |k| {
+                        addrs.get(k).copied()
+                    });
+                    if let Some(f) = self.fib.as_mut() {
+                        f.sync(&kernel).await;
+                    }
+                }
+                return;
+            }
+            // A lost neighbour back, or a change the loss cannot explain.
+            log::info!("another change during the hold: installing routes now");
+            self.hold.cancel();
         }
         let applied = self.writer.apply(self.datapath.tables(), &desired);
         if let Ok(ch) = &applied {

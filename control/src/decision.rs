@@ -147,6 +147,7 @@ impl Writer {
             .map_err(|e| WriteError::Sink(e.to_string()))?;
         self.nexthops.insert(id, spec);
         self.ids.insert(key, id);
+        self.down.remove(&id); // a (re)written next hop starts up
         ch.nexthops_set += 1;
         Ok(id)
     }
@@ -171,6 +172,56 @@ impl Writer {
             self.down.insert(*id);
         }
         Ok(ids.len())
+    }
+
+    /// Marks down every next hop whose neighbour is not in `live` (lost, or its link no
+    /// longer usable): the datapath moves routes with a loop-free alternate onto it.
+    /// Returns how many were newly marked.
+    pub fn mark_down_unless<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        live: &BTreeSet<NhKey>,
+    ) -> Result<usize, WriteError> {
+        let ids: Vec<u32> = self
+            .nexthops
+            .iter()
+            .filter(|(id, s)| !live.contains(&NhKey::from(*s)) && !self.down.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            sink.set_nexthop_down(*id, true)
+                .map_err(|e| WriteError::Sink(e.to_string()))?;
+            self.down.insert(*id);
+        }
+        Ok(ids.len())
+    }
+
+    /// Next hops currently marked down.
+    pub fn down_keys(&self) -> BTreeSet<NhKey> {
+        self.down
+            .iter()
+            .filter_map(|id| self.nexthops.get(id))
+            .map(NhKey::from)
+            .collect()
+    }
+
+    /// The installed routes as targets (routes naming an unknown next hop, or of a kind
+    /// the daemon never writes, are skipped).
+    pub fn installed(&self) -> BTreeMap<IpNet, Target> {
+        self.routes
+            .iter()
+            .filter_map(|(p, r)| {
+                let t = match *r {
+                    RouteTarget::Local => Target::Local,
+                    RouteTarget::Via { id, alt } => Target::Via {
+                        primary: *self.nexthops.get(&id)?,
+                        alternate: alt.and_then(|a| self.nexthops.get(&a)).copied(),
+                    },
+                    _ => return None,
+                };
+                Some((*p, t))
+            })
+            .collect()
     }
 
     /// Makes the tables hold exactly `desired`.
@@ -380,13 +431,19 @@ mod tests {
         assert_eq!(w.mark_interface_down(&mut f, 2).unwrap(), 2);
         assert_eq!(f.down.len(), 2);
         assert_eq!(w.mark_interface_down(&mut f, 2).unwrap(), 0, "already down");
-        // The same next hop wanted again (carrier back): rewritten, hence up.
-        w.apply(
-            &mut f,
-            &desired(&[(1, Some(1), Some(2)), (2, Some(4), None)]),
-        )
-        .unwrap();
+        assert_eq!(w.down_keys().len(), 2);
+        // The same next hop wanted again (carrier back): rewritten, hence up, once.
+        let d = desired(&[(1, Some(1), Some(2)), (2, Some(4), None)]);
+        assert_eq!(w.apply(&mut f, &d).unwrap().nexthops_set, 2);
         assert!(f.down.is_empty());
+        assert!(w.down_keys().is_empty());
+        assert_eq!(w.apply(&mut f, &d).unwrap(), Changes::default());
+        // Next hops whose neighbour is not live go down; live ones stay up.
+        let live = BTreeSet::from([NhKey::from(&nh(1)), NhKey::from(&nh(2))]);
+        assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 1);
+        assert_eq!(w.down_keys(), BTreeSet::from([NhKey::from(&nh(4))]));
+        assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 0);
+        assert_eq!(w.installed(), d);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod lsdb;
 pub mod metric;
 pub mod metrics;
+pub mod microloop;
 pub mod neighbour;
 pub mod spf;
 pub mod wire;

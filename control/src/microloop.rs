@@ -1,0 +1,236 @@
+//! Microloop avoidance at the point of local repair (after RFC 8333).
+//!
+//! When a neighbour we forward through is lost, its next hop is marked down at once, so
+//! the datapath moves every route that has a loop-free alternate onto it. Installing our
+//! freshly computed routes at that moment could loop: neighbours that have not yet heard
+//! of the loss may still route back through us. So this node keeps its forwarding state
+//! (with the dead next hop down) for `local_convergence_delay_ms`, while every node not
+//! adjacent to the loss installs its routes at once; then it installs its own.
+//!
+//! The hold is safe only while the single-loss assumption holds: losing a link can only
+//! change routes that went over it, so every route whose primary next hop is still up
+//! stays optimal. A computed route set that moves any such route (or adds a prefix) shows
+//! another change in the mesh, and the hold is cancelled at once, as RFC 8333 asks.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv6Addr,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    decision::{NhKey, Target},
+    fib::KernelNextHop,
+};
+
+/// The local convergence delay timer. Times are ms on the caller's clock.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    delay_ms: u64,
+    /// (started, until) while holding.
+    active: Option<(u64, u64)>,
+}
+
+impl Hold {
+    /// `delay_ms` = 0 disables the hold.
+    pub fn new(delay_ms: u64) -> Self {
+        Self {
+            delay_ms,
+            active: None,
+        }
+    }
+
+    /// A next hop we forward through was lost at `now`: hold (or keep holding) until
+    /// `now + delay`. Losses a few detection intervals apart (a partition, a power
+    /// outage) each need the mesh to converge, so a later loss extends the hold, but
+    /// never past twice the delay from its start: a flapping neighbour cannot freeze
+    /// the routes. Returns whether a new hold started.
+    pub fn on_local_loss(&mut self, now: u64) -> bool {
+        if self.delay_ms == 0 {
+            return false;
+        }
+        match &mut self.active {
+            Some((start, until)) => {
+                *until = (now + self.delay_ms).min(*start + 2 * self.delay_ms);
+                false
+            }
+            None => {
+                self.active = Some((now, now + self.delay_ms));
+                true
+            }
+        }
+    }
+
+    /// Whether routes must still be held at `now` (forgets an expired hold).
+    pub fn holding(&mut self, now: u64) -> bool {
+        match self.active {
+            Some((_, until)) if now < until => true,
+            _ => {
+                self.active = None;
+                false
+            }
+        }
+    }
+
+    /// Ends the hold now (another change in the mesh).
+    pub fn cancel(&mut self) {
+        self.active = None;
+    }
+}
+
+/// Whether the `computed` routes differ from the `installed` ones only where the
+/// installed primary next hop is `down`: that is, whether the loss of those next hops
+/// alone explains the change. (Alternates are free to change: they depend on the whole
+/// topology.)
+pub fn explained_by_loss(
+    installed: &BTreeMap<IpNet, Target>,
+    computed: &BTreeMap<IpNet, Target>,
+    down: &BTreeSet<NhKey>,
+) -> bool {
+    let primary = |t: &Target| match t {
+        Target::Local => None,
+        Target::Via { primary, .. } => Some(NhKey::from(primary)),
+    };
+    let unaffected_kept = installed.iter().all(|(p, t)| match primary(t) {
+        Some(k) if down.contains(&k) => true,
+        old => computed.get(p).map(primary) == Some(old),
+    });
+    unaffected_kept && computed.keys().all(|p| installed.contains_key(p))
+}
+
+/// The kernel FIB's view of held routes: what the datapath does with them. A route whose
+/// primary is down goes to its alternate if that one is up, else it is left out (the
+/// kernel has no alternates; a route to a lost neighbour would only black-hole locally
+/// originated traffic). `gateway` gives a live neighbour's link-local address.
+pub fn kernel_view(
+    installed: &BTreeMap<IpNet, Target>,
+    down: &BTreeSet<NhKey>,
+    gateway: impl Fn(&NhKey) -> Option<Ipv6Addr>,
+) -> BTreeMap<IpNet, KernelNextHop> {
+    installed
+        .iter()
+        .filter_map(|(p, t)| {
+            let Target::Via { primary, alternate } = t else {
+                return None;
+            };
+            let up = |k: NhKey| (!down.contains(&k)).then_some(k);
+            let k = up(NhKey::from(primary)).or(alternate.map(|a| NhKey::from(&a)).and_then(up))?;
+            Some((
+                *p,
+                KernelNextHop {
+                    ifindex: k.ifindex,
+                    gateway: gateway(&k)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcmesh_loader::NextHopSpec;
+
+    fn nh(i: u8) -> NextHopSpec {
+        NextHopSpec {
+            ifindex: 1,
+            src_mac: [2, 0, 0, 0, 0, 0],
+            dst_mac: [2, 0, 0, 0, 1, i],
+            mtu: 1500,
+        }
+    }
+    fn via(p: u8, a: Option<u8>) -> Target {
+        Target::Via {
+            primary: nh(p),
+            alternate: a.map(nh),
+        }
+    }
+    fn pfx(i: u8) -> IpNet {
+        format!("10.{i}.0.0/16").parse().unwrap()
+    }
+
+    #[test]
+    fn hold_runs_for_the_delay_and_extends_at_most_to_twice_it() {
+        let mut h = Hold::new(1000);
+        assert!(!h.holding(0));
+        assert!(h.on_local_loss(100));
+        assert!(h.holding(100));
+        assert!(h.holding(1099));
+        assert!(!h.holding(1100));
+        assert!(!h.holding(1050), "an expired hold is forgotten");
+        assert!(h.on_local_loss(2000));
+        assert!(!h.on_local_loss(2800), "extends, does not restart");
+        assert!(h.holding(3799));
+        assert!(!h.holding(3800));
+        h.on_local_loss(5000);
+        for t in (5500..7000).step_by(500) {
+            h.on_local_loss(t);
+        }
+        assert!(h.holding(6999));
+        assert!(!h.holding(7000), "capped at twice the delay from the start");
+        h.on_local_loss(8000);
+        h.cancel();
+        assert!(!h.holding(8001));
+        let mut off = Hold::new(0);
+        assert!(!off.on_local_loss(5));
+        assert!(!off.holding(5));
+    }
+
+    #[test]
+    fn the_kernel_follows_the_datapath_onto_alternates() {
+        let installed = BTreeMap::from([
+            (pfx(1), via(1, Some(2))),
+            (pfx(2), via(1, None)),
+            (pfx(3), via(2, Some(1))),
+            (pfx(4), Target::Local),
+        ]);
+        let down = BTreeSet::from([NhKey::from(&nh(1))]);
+        let gw = |k: &NhKey| Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, u16::from(k.mac[5])));
+        let v = kernel_view(&installed, &down, gw);
+        let to = |i: u16| KernelNextHop {
+            ifindex: 1,
+            gateway: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, i),
+        };
+        assert_eq!(v, BTreeMap::from([(pfx(1), to(2)), (pfx(3), to(2))]));
+        // A next hop with no known address is left out too.
+        let v = kernel_view(&installed, &BTreeSet::new(), |k| {
+            (k.mac[5] == 2).then(|| gw(k)).flatten()
+        });
+        assert_eq!(v, BTreeMap::from([(pfx(3), to(2))]));
+    }
+
+    #[test]
+    fn only_routes_over_the_lost_next_hop_may_change() {
+        let installed = BTreeMap::from([
+            (pfx(1), via(1, Some(2))),
+            (pfx(2), via(2, Some(1))),
+            (pfx(3), Target::Local),
+        ]);
+        let down = BTreeSet::from([NhKey::from(&nh(1))]);
+        // Routes over nh(1) repointed or gone, alternates changed elsewhere: explained.
+        let ok = BTreeMap::from([
+            (pfx(1), via(3, None)),
+            (pfx(2), via(2, None)),
+            (pfx(3), Target::Local),
+        ]);
+        assert!(explained_by_loss(&installed, &ok, &down));
+        let gone = BTreeMap::from([(pfx(2), via(2, Some(3))), (pfx(3), Target::Local)]);
+        assert!(explained_by_loss(&installed, &gone, &down));
+        // A route over a live next hop moved: another change.
+        let moved = BTreeMap::from([
+            (pfx(1), via(3, None)),
+            (pfx(2), via(3, None)),
+            (pfx(3), Target::Local),
+        ]);
+        assert!(!explained_by_loss(&installed, &moved, &down));
+        // A route over a live next hop vanished, or a prefix appeared: another change.
+        let lost = BTreeMap::from([(pfx(1), via(3, None)), (pfx(3), Target::Local)]);
+        assert!(!explained_by_loss(&installed, &lost, &down));
+        let mut new = ok.clone();
+        new.insert(pfx(4), via(2, None));
+        assert!(!explained_by_loss(&installed, &new, &down));
+        // Nothing down: only an identical primary set is explained.
+        assert!(explained_by_loss(&installed, &installed, &BTreeSet::new()));
+        assert!(!explained_by_loss(&installed, &ok, &BTreeSet::new()));
+    }
+}
