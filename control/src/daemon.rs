@@ -14,7 +14,8 @@
 //!   forwarding, and its previous advert standing, until it knows its neighbours, so a
 //!   crash and restart within the dead interval loses no transit traffic.
 //! - losing a neighbour we forward through marks its next hop down at once (alternates
-//!   take over), and holds our other route changes for `local_convergence_delay_ms`
+//!   take over), and holds our route changes (also when the cost of a link we forward
+//!   over rises) for `local_convergence_delay_ms`
 //!   (microloop avoidance, see `microloop`); the hold is checked every tick.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -108,6 +109,8 @@ struct Daemon {
     writer: Writer,
     /// Microloop avoidance: our route changes wait while the mesh converges on a loss.
     hold: Hold,
+    /// Next hops whose link cost rose since the hold started.
+    worse: BTreeSet<NhKey>,
     fib: Option<Fib>,
     metrics: Arc<Mutex<Metrics>>,
     start: Instant,
@@ -344,6 +347,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         datapath,
         writer,
         hold: Hold::new(lcd_ms),
+        worse: BTreeSet::new(),
         fib,
         metrics,
         start: Instant::now(),
@@ -852,6 +856,28 @@ impl Daemon {
                 e.name()
             ),
         }
+        // Bad news on a link we keep (its cost rose): like a loss, only routes over it
+        // can change, and the mesh must learn before we move them (microloop avoidance).
+        let best = self.nbrs.best_links(self.now_ms(), &self.cfg.snr_policy);
+        let worse: Vec<NhKey> = links
+            .iter()
+            .filter(|(n, c)| self.advertised.get(n).is_some_and(|old| *c > old))
+            .filter_map(|(n, _)| best.get(n))
+            .map(|l| NhKey {
+                ifindex: self.ifaces[l.iface].index,
+                mac: l.mac,
+            })
+            .filter(|k| self.writer.uses(k))
+            .collect();
+        if !worse.is_empty() {
+            self.worse.extend(worse);
+            if self.hold.on_local_loss(self.now_ms()) {
+                log::info!(
+                    "a link cost rose: holding route changes for {} ms while the mesh converges",
+                    self.cfg.local_convergence_delay_ms
+                );
+            }
+        }
         self.advertised = links;
         self.last_origination = Some(Instant::now());
         self.flood(&raw).await;
@@ -948,8 +974,9 @@ impl Daemon {
         }
         if self.hold.holding(self.now_ms()) {
             let down = self.writer.down_keys();
+            let changed: BTreeSet<NhKey> = down.union(&self.worse).copied().collect();
             if down.is_disjoint(&live)
-                && microloop::explained_by_loss(&self.writer.installed(), &desired, &down)
+                && microloop::explained_by_loss(&self.writer.installed(), &desired, &changed)
             {
                 self.dirty = true; // look again next tick
                 if self.fib.is_some() {
@@ -978,6 +1005,7 @@ impl Daemon {
             log::info!("another change during the hold: installing routes now");
             self.hold.cancel();
         }
+        self.worse.clear();
         let applied = self.writer.apply(self.datapath.tables(), &desired);
         if let Ok(ch) = &applied {
             if *ch != crate::decision::Changes::default() {

@@ -196,6 +196,11 @@ impl Writer {
         Ok(ids.len())
     }
 
+    /// Whether the tables hold the next hop `key` (routes name every one they hold).
+    pub fn uses(&self, key: &NhKey) -> bool {
+        self.ids.contains_key(key)
+    }
+
     /// Next hops currently marked down.
     pub fn down_keys(&self) -> BTreeSet<NhKey> {
         self.down
@@ -443,6 +448,7 @@ mod tests {
         assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 1);
         assert_eq!(w.down_keys(), BTreeSet::from([NhKey::from(&nh(4))]));
         assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 0);
+        assert!(w.uses(&NhKey::from(&nh(4))) && !w.uses(&NhKey::from(&nh(3))));
         assert_eq!(w.installed(), d);
     }
 
