@@ -662,7 +662,13 @@ impl Daemon {
                 .mark_interface_down(self.datapath.tables(), ev.ifindex)
             {
                 Ok(n) if n > 0 => {
-                    log::info!("{}: {n} next hop(s) marked down", self.ifaces[i].name)
+                    log::info!("{}: {n} next hop(s) marked down", self.ifaces[i].name);
+                    if self.hold.on_local_loss(self.now_ms()) {
+                        log::info!(
+                            "holding route changes for {} ms while the mesh converges",
+                            self.cfg.local_convergence_delay_ms
+                        );
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => log::error!("{}: mark next hops down: {e}", self.ifaces[i].name),
