@@ -15,8 +15,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool: GRO and checksum offload on veth"),
     ("procps", "sysctl"),
     ("util-linux", "mount (bpffs)"),
-    ("nftables", "nft: testbed fault injection"),
-    ("fonts-dejavu-core", "font for the benchmark histogram pictures"),
+    (
+        "fonts-dejavu-core",
+        "font for the benchmark histogram pictures",
+    ),
 ];
 
 /// The bpf-linker version known to build against the nightly's LLVM here.
