@@ -300,9 +300,13 @@ fn add_routes(dp: &mut Datapath, prefixes: &[ipnet::Ipv4Net], stop: &AtomicBool)
 
 fn sink_check(a: &Acc) -> Check {
     let frac = a.received as f64 / a.generated.max(1) as f64;
+    // The bare redirect also carries the few control frames the namespaces' own stacks
+    // send (IPv6 router and neighbour solicitations), so allow a handful beyond the
+    // generated count; many more would mean the sink counts something else.
+    let stray = 16 + a.generated / 100_000;
     Check::new(
         "the sink counted the generated frames",
-        a.received > 0 && a.received <= a.generated && frac >= 0.99,
+        a.received > 0 && a.received <= a.generated + stray && frac >= 0.99,
         format!(
             "{} of {} ({:.2} %, ≥ 99 % expected)",
             a.received,
