@@ -213,31 +213,7 @@ fn links_of(ns: &Netns) -> Result<HashMap<String, (u32, [u8; 6])>> {
 /// A veth pair, both ends up, without TX checksum offload (see [`netns::veth`]) and
 /// without segmentation offloads (so shaping sees real packet sizes).
 fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
-    netns::run(
-        "ip",
-        &[
-            "link",
-            "add",
-            a_if,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            b_if,
-            "netns",
-            b.name(),
-        ],
-    )?;
-    for (ns, dev) in [(a, a_if), (b, b_if)] {
-        ns.exec(
-            "ethtool",
-            &["-K", dev, "tx", "off", "tso", "off", "gso", "off"],
-        )?;
-        ns.ip(&["link", "set", dev, "up"])?;
-    }
-    Ok(())
+    netns::veth_offloads_off(a, a_if, b, b_if, &["tx", "tso", "gso"])
 }
 
 /// TBF parameters for `rate` bits/s: a burst of 4 ms of traffic (at least 4 full

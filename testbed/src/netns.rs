@@ -144,6 +144,17 @@ impl Drop for Netns {
 /// with partial checksums, and a frame forwarded by XDP carries no offload state, so it
 /// would arrive corrupt. Real NICs deliver complete checksums; this makes veth do the same.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    veth_offloads_off(a, a_if, b, b_if, &["tx"])
+}
+
+/// Like [`veth`], turning off the listed ethtool features (`tx` always belongs in it).
+pub fn veth_offloads_off(
+    a: &Netns,
+    a_if: &str,
+    b: &Netns,
+    b_if: &str,
+    features: &[&str],
+) -> Result<()> {
     run(
         "ip",
         &[
@@ -161,8 +172,13 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
             b.name(),
         ],
     )?;
+    let mut args = vec!["-K", ""];
+    for f in features {
+        args.extend([*f, "off"]);
+    }
     for (ns, dev) in [(a, a_if), (b, b_if)] {
-        ns.exec("ethtool", &["-K", dev, "tx", "off"])?;
+        args[1] = dev;
+        ns.exec("ethtool", &args)?;
         ns.ip(&["link", "set", dev, "up"])?;
     }
     Ok(())
