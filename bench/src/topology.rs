@@ -1,12 +1,8 @@
 //! Namespaces gen — R — sink joined by veth pairs (g0–r0, r1–s0), plus a direct pair
 //! gd–sd from gen to sink; and the Linux forwarding set-up of R.
-use std::{
-    io::Write,
-    net::Ipv4Addr,
-    process::{Command, Stdio},
-};
+use std::net::Ipv4Addr;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::Result;
 use dcmesh_loader::{format_mac, interface_info};
 use dcmesh_testbed::{netns, Netns};
 
@@ -147,32 +143,10 @@ impl Topology {
 
     /// Installs `prefixes` via the sink into R's FIB in one `ip -batch` (fed on stdin).
     pub fn kernel_routes(&self, prefixes: &[ipnet::Ipv4Net]) -> Result<()> {
-        let mut batch = String::with_capacity(prefixes.len() * 48);
-        for p in prefixes {
-            batch.push_str(&format!(
-                "route replace {p} via {SINK_ADDR} dev {}\n",
-                self.r1.name
-            ));
-        }
-        let mut child = Command::new("ip")
-            .args(["-n", self.r.name(), "-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("run ip -batch")?;
-        child
-            .stdin
-            .take()
-            .context("ip -batch stdin")?
-            .write_all(batch.as_bytes())
-            .context("write routes to ip -batch")?;
-        let out = child.wait_with_output().context("wait for ip -batch")?;
-        ensure!(
-            out.status.success(),
-            "ip -batch failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        let lines: Vec<String> = prefixes
+            .iter()
+            .map(|p| format!("route replace {p} via {SINK_ADDR} dev {}", self.r1.name))
+            .collect();
+        self.r.ip_batch(&lines)
     }
 }

@@ -160,10 +160,19 @@ impl Writer {
         sink: &mut S,
         ifindex: u32,
     ) -> Result<usize, WriteError> {
+        self.mark_down_where(sink, |s| s.ifindex == ifindex)
+    }
+
+    /// Marks down every next hop matching `pick` that is not down yet; returns how many.
+    fn mark_down_where<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        pick: impl Fn(&NextHopSpec) -> bool,
+    ) -> Result<usize, WriteError> {
         let ids: Vec<u32> = self
             .nexthops
             .iter()
-            .filter(|(id, s)| s.ifindex == ifindex && !self.down.contains(id))
+            .filter(|(id, s)| pick(s) && !self.down.contains(id))
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
@@ -182,18 +191,7 @@ impl Writer {
         sink: &mut S,
         live: &BTreeSet<NhKey>,
     ) -> Result<usize, WriteError> {
-        let ids: Vec<u32> = self
-            .nexthops
-            .iter()
-            .filter(|(id, s)| !live.contains(&NhKey::from(*s)) && !self.down.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            sink.set_nexthop_down(*id, true)
-                .map_err(|e| WriteError::Sink(e.to_string()))?;
-            self.down.insert(*id);
-        }
-        Ok(ids.len())
+        self.mark_down_where(sink, |s| !live.contains(&NhKey::from(s)))
     }
 
     /// Whether the tables hold the next hop `key` (routes name every one they hold).

@@ -118,20 +118,6 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn utc_date(secs: u64) -> String {
-    // Civil-from-days (proleptic Gregorian), for a file name without a date crate.
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 struct Node {
     key: Identity,
     cert: Vec<u8>,
@@ -304,7 +290,7 @@ fn main() -> anyhow::Result<()> {
     let r_wb = rate(a.nodes, warm_batch);
     let r_cb = rate(a.nodes, cold_batch);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
-    let date = utc_date(now);
+    let date = dcmesh_bench::utc_date(now);
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -543,7 +543,7 @@ impl Report {
     fn new(args: &Args, outcomes: Vec<Outcome>) -> Self {
         let bound_ns = frame_ns(MAX_FRAME + OVERHEAD, args.rate_mbit * 1_000_000) as i64 + 50_000;
         Self {
-            date: utc_date(),
+            date: dcmesh_bench::utc_today(),
             rate_mbit: args.rate_mbit,
             flood_mbit: args.flood_mbit,
             probes: args.probes,
@@ -816,24 +816,6 @@ impl Report {
         root.present()?;
         Ok(labels)
     }
-}
-
-/// Today's date in UTC as YYYY-MM-DD (civil-from-days, proleptic Gregorian).
-fn utc_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[cfg(test)]
