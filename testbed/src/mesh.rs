@@ -266,6 +266,9 @@ impl Mesh {
                 ("net.ipv6.conf.default.accept_dad", "0"),
                 ("net.ipv4.conf.all.send_redirects", "0"),
                 ("net.ipv4.conf.default.send_redirects", "0"),
+                // Every TTL expiry sends its time-exceeded error back (the probes note
+                // where loops were); the default rate limit would drop most of them.
+                ("net.ipv4.icmp_ratelimit", "0"),
             ] {
                 ns.sysctl(k, v)?;
             }

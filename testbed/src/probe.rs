@@ -64,6 +64,22 @@ pub struct FlowRec {
     pub dups: u64,
     /// `send` calls that failed (e.g. no route on the client); the probe counts as lost.
     pub send_errors: u64,
+    /// Probes whose TTL ran out in the mesh (a loop), as the ICMP time-exceeded errors
+    /// routers sent back tell. Diagnostic detail only: routers rate-limit those errors
+    /// and they can be lost, so the datapath's TTL counters remain the measure.
+    pub expired: Vec<Expiry>,
+}
+
+/// A probe whose TTL ran out, from the router's ICMP time-exceeded error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    pub seq: u64,
+    /// Send time of the probe, ns since the run's start.
+    pub sent_ns: u64,
+    /// Arrival of the error at the sender, ns since the run's start.
+    pub at_ns: u64,
+    /// The router that dropped it (source of the ICMP error).
+    pub router: std::net::Ipv4Addr,
 }
 
 impl FlowRec {
@@ -91,6 +107,47 @@ fn decode(b: &[u8]) -> Option<(u16, u64, u64)> {
         u64::from_be_bytes(b[6..14].try_into().ok()?),
         u64::from_be_bytes(b[14..22].try_into().ok()?),
     ))
+}
+
+/// (router, flow, seq, send ns) of an IPv4 packet (as a raw ICMP socket reads it: IP
+/// header first) that is an ICMP time-exceeded error quoting one of our probes whole
+/// (Linux quotes up to 576 bytes), or `None` for anything else.
+pub fn decode_time_exceeded(p: &[u8]) -> Option<(std::net::Ipv4Addr, u16, u64, u64)> {
+    let ihl = usize::from(*p.first()? & 0x0f) * 4;
+    if p[0] >> 4 != 4 || ihl < 20 || p.len() < ihl + 8 || p[9] != 1 {
+        return None;
+    }
+    let router = std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let icmp = &p[ihl..];
+    if icmp[0] != 11 || icmp[1] != 0 {
+        return None;
+    }
+    let inner = &icmp[8..];
+    let ihl2 = usize::from(*inner.first()? & 0x0f) * 4;
+    if inner[0] >> 4 != 4 || ihl2 < 20 || inner.len() < ihl2 + 8 + LEN || inner[9] != 17 {
+        return None;
+    }
+    let (flow, seq, ns) = decode(&inner[ihl2 + 8..ihl2 + 8 + LEN])?;
+    Some((router, flow, seq, ns))
+}
+
+/// A raw ICMPv4 socket in the calling thread's namespace (every ICMP message arriving
+/// there is copied to it; nothing is sent).
+pub fn icmp_listener() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2) call; the fd is owned by the returned value.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Running probe flows. Stop with [`Probes::stop`] (also on drop).
@@ -162,6 +219,7 @@ impl Probes {
         flows: Vec<FlowSpec>,
         senders: Vec<UdpSocket>,
         receivers: Vec<(usize, UdpSocket)>,
+        icmp: Vec<std::os::fd::OwnedFd>,
         t0: Instant,
     ) -> std::io::Result<Self> {
         assert_eq!(flows.len(), senders.len(), "one sender socket per flow");
@@ -182,7 +240,7 @@ impl Probes {
             );
             std::thread::Builder::new()
                 .name("probe-rx".into())
-                .spawn(move || receive(&flows, &receivers, &recs, &stop, &stray, t0))?
+                .spawn(move || receive(&flows, &receivers, &icmp, &recs, &stop, &stray, t0))?
         };
         let tx_thread = {
             let (recs, stop, flows) = (recs.clone(), stop_send.clone(), flows.clone());
@@ -298,6 +356,7 @@ fn send(
 fn receive(
     flows: &[FlowSpec],
     socks: &[(usize, UdpSocket)],
+    icmp: &[std::os::fd::OwnedFd],
     recs: &[Mutex<FlowRec>],
     stop: &AtomicBool,
     stray: &AtomicU64,
@@ -305,8 +364,10 @@ fn receive(
 ) {
     let mut fds: Vec<libc::pollfd> = socks
         .iter()
-        .map(|(_, s)| libc::pollfd {
-            fd: s.as_raw_fd(),
+        .map(|(_, s)| s.as_raw_fd())
+        .chain(icmp.iter().map(|f| f.as_raw_fd()))
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         })
@@ -317,6 +378,11 @@ fn receive(
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
         if n <= 0 {
             continue;
+        }
+        for (k, fd) in icmp.iter().enumerate() {
+            if fds[socks.len() + k].revents != 0 {
+                read_icmp(fd, flows, recs, t0);
+            }
         }
         for (k, (client, s)) in socks.iter().enumerate() {
             if fds[k].revents == 0 {
@@ -348,6 +414,40 @@ fn receive(
                     r.recv[seq] = Some(Rx { ns, ttl });
                 }
             }
+        }
+    }
+}
+
+/// Drains a raw ICMP socket, noting time-exceeded errors about our probes.
+fn read_icmp(fd: &std::os::fd::OwnedFd, flows: &[FlowSpec], recs: &[Mutex<FlowRec>], t0: Instant) {
+    let mut buf = [0u8; 1500];
+    loop {
+        // SAFETY: buf is valid for its length; non-blocking socket.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        let at_ns = ns_since(t0);
+        let Some((router, flow, seq, sent_ns)) = decode_time_exceeded(&buf[..n as usize]) else {
+            continue;
+        };
+        if usize::from(flow) >= flows.len() {
+            continue;
+        }
+        if let Ok(mut r) = recs[usize::from(flow)].lock() {
+            r.expired.push(Expiry {
+                seq,
+                sent_ns,
+                at_ns,
+                router,
+            });
         }
     }
 }

@@ -100,6 +100,31 @@ pub struct FaultReport {
     pub first_failures: Vec<String>,
 }
 
+/// A probe whose TTL ran out, as the router's ICMP time-exceeded error told its sender.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExpiredProbe {
+    /// "c1→c2".
+    pub flow: String,
+    pub seq: u64,
+    /// Send time, ms since the probes started.
+    pub sent_ms: f64,
+    /// The node where the TTL ran out.
+    pub router: String,
+    /// The last fault before the probe was sent, and how long before.
+    pub after_fault: Option<String>,
+    pub since_fault_ms: Option<f64>,
+}
+
+/// A forwarding loop seen in the tables by one check.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TableLoop {
+    pub at_ms: f64,
+    /// Source node, destination address, and the nodes the walk crossed.
+    pub from: String,
+    pub dest: String,
+    pub path: Vec<String>,
+}
+
 /// Delivery counts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Delivery {
@@ -158,6 +183,12 @@ pub struct Report {
     pub probes_looped: u64,
     /// Polls whose tables held a forwarding loop.
     pub table_loop_polls: u64,
+    /// Probes whose TTL ran out, with where (diagnostics: from ICMP errors, which can be
+    /// lost; `ttl_expired` is the count).
+    pub expired_probes: Vec<ExpiredProbe>,
+    /// The loops the checks saw (the first 100; one per source, destination and path
+    /// until it changes).
+    pub table_loops: Vec<TableLoop>,
     pub restore_ms: Distribution,
     pub settle_ms: Distribution,
     pub reroute_ms: Distribution,
@@ -209,6 +240,28 @@ impl Report {
         }
         for (t, n, k) in self.ttl_expired_at.iter().take(10) {
             s += &format!("  {k} TTL expiries at {n} around {t} s\n");
+        }
+        for e in self.expired_probes.iter().take(20) {
+            s += &format!(
+                "  probe {} #{} sent at {:.3}s expired at {}{}\n",
+                e.flow,
+                e.seq,
+                e.sent_ms / 1000.0,
+                e.router,
+                match (&e.after_fault, e.since_fault_ms) {
+                    (Some(f), Some(d)) => format!(", {d:.0} ms after {f}"),
+                    _ => String::new(),
+                }
+            );
+        }
+        for l in self.table_loops.iter().take(20) {
+            s += &format!(
+                "  table loop at {:.3}s: {} → {}: {}\n",
+                l.at_ms / 1000.0,
+                l.from,
+                l.dest,
+                l.path.join(" ")
+            );
         }
         s += &format!("restored after a fault: {}\n", self.restore_ms.line());
         s += &format!("tables settled:         {}\n", self.settle_ms.line());

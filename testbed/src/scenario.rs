@@ -20,7 +20,10 @@ use crate::{
     converge::{self, Outcome, Snapshot},
     mesh::{Controller, Mesh},
     probe::{self, FlowSpec, Probes, PROBE_PORT},
-    report::{Delivery, Distribution, FaultReport, FlowReport, OutageReport, Report},
+    report::{
+        Delivery, Distribution, ExpiredProbe, FaultReport, FlowReport, OutageReport, Report,
+        TableLoop,
+    },
     topology::{Action, Fault, Topology},
 };
 
@@ -146,7 +149,15 @@ pub fn start_probes(mesh: &Mesh, t0: Instant) -> Result<Probes> {
         let s = mesh.clients[k].ns.enter(|| UdpSocket::bind(addr))??;
         receivers.push((k, s));
     }
-    Ok(Probes::start(flows, senders, receivers, t0)?)
+    // Time-exceeded errors come back to the sources: one raw ICMP listener per source.
+    let mut srcs: Vec<usize> = flows.iter().map(|f| f.from).collect();
+    srcs.sort_unstable();
+    srcs.dedup();
+    let mut icmp = Vec::new();
+    for k in srcs {
+        icmp.push(mesh.clients[k].ns.enter(probe::icmp_listener)??);
+    }
+    Ok(Probes::start(flows, senders, receivers, icmp, t0)?)
 }
 
 /// Waits until the convergence check passes; returns the time it took.
@@ -249,6 +260,8 @@ pub fn run(
     let mut static_due: Option<u64> = None;
     let mut last_fp = converge::fingerprint(&mesh.snapshot());
     let mut table_loop_polls = 0u64;
+    let mut table_loops: Vec<TableLoop> = Vec::new();
+    let mut last_loops: Vec<(usize, std::net::IpAddr, Vec<usize>)> = Vec::new();
     let mut ttl_last: Vec<Option<u64>> = vec![None; n];
     let mut ttl_expired = 0u64;
     let mut ttl_at: Vec<(u64, String, u64)> = Vec::new();
@@ -299,6 +312,22 @@ pub fn run(
         if !c.loops.is_empty() {
             table_loop_polls += 1;
         }
+        for (src, d, path) in &c.loops {
+            let key = (*src, d.addr, path.clone());
+            if !last_loops.contains(&key) && table_loops.len() < 100 {
+                table_loops.push(TableLoop {
+                    at_ms: now as f64 / 1e6,
+                    from: mesh.nodes[*src].name.clone(),
+                    dest: d.addr.to_string(),
+                    path: path.iter().map(|&i| mesh.nodes[i].name.clone()).collect(),
+                });
+            }
+        }
+        last_loops = c
+            .loops
+            .iter()
+            .map(|(s, d, p)| (*s, d.addr, p.clone()))
+            .collect();
         if let Some(tr) = tracks.last_mut() {
             if fp != last_fp {
                 tr.last_change_ns = Some(now - tr.at_ns);
@@ -458,6 +487,26 @@ pub fn run(
             outages,
         });
     }
+    let router_name = |a: std::net::Ipv4Addr| {
+        (0..n)
+            .find(|&i| crate::plan::node_v4(i) == a)
+            .map_or(a.to_string(), |i| mesh.nodes[i].name.clone())
+    };
+    let mut expired_probes = Vec::new();
+    for (spec, r) in probes_flows(&recs, mesh, &flow_nodes) {
+        for e in &r.expired {
+            let fault = tracks.iter().rev().find(|t| t.at_ns <= e.sent_ns);
+            expired_probes.push(ExpiredProbe {
+                flow: format!("{}→{}", spec.0, spec.1),
+                seq: e.seq,
+                sent_ms: e.sent_ns as f64 / 1e6,
+                router: router_name(e.router),
+                after_fault: fault.map(|t| t.action.clone()),
+                since_fault_ms: fault.map(|t| (e.sent_ns - t.at_ns) as f64 / 1e6),
+            });
+        }
+    }
+    expired_probes.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
     let faults: Vec<FaultReport> = tracks
         .iter()
         .zip(&fault_outage)
@@ -511,6 +560,8 @@ pub fn run(
         ttl_expired_at: ttl_at,
         probes_looped: looped,
         table_loop_polls,
+        expired_probes,
+        table_loops,
         restore_ms: Distribution::of(&restore),
         settle_ms: Distribution::of(&settle),
         reroute_ms: Distribution::of(&reroute),
