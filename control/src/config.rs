@@ -17,6 +17,7 @@
 //! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
 //! kernel_routes = true                    # mirror routes into the kernel FIB
 //! route_protocol = 200                    # rtnetlink protocol number of those routes
+//! kernel_routes_on_exit = "remove"        # "remove" | "retain" (restarts), see below
 //! xdp_mode = "auto"                       # auto | native | generic
 //!
 //! [authorities]
@@ -41,6 +42,16 @@
 //! tens of ms per hop on a busy radio mesh, so 1 s suits meshes of a dozen hops. Routes
 //! with no alternate are dropped meanwhile rather than looped; any other change in the
 //! mesh ends the wait at once. See `microloop`.
+//!
+//! `kernel_routes_on_exit`: what a clean stop (SIGTERM, SIGINT) does with the kernel
+//! routes this node installed. `"remove"` (the default) leaves the FIB as it was before
+//! dcmesh. `"retain"` keeps them, as FRR's `zebra -r` or BIRD's graceful restart do, so
+//! traffic the kernel forwards (locally originated, from client access interfaces) keeps
+//! flowing through a restart: the next daemon adopts every route of `route_protocol` and
+//! replaces or removes them only after its start-up wait, once it has recomputed. Use it
+//! where the daemon is restarted under load; for a final stop with `"retain"`, remove
+//! the routes with `ip -4 route flush proto <route_protocol>` and `ip -6 route flush
+//! proto <route_protocol>` (or stop with `"remove"`).
 use std::{net::SocketAddr, path::PathBuf};
 
 use ipnet::IpNet;
@@ -119,6 +130,15 @@ pub struct AuthoritiesConfig {
     pub threshold: usize,
 }
 
+/// What a clean stop does with the kernel routes (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitRoutes {
+    #[default]
+    Remove,
+    Retain,
+}
+
 /// XDP attach mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,6 +184,8 @@ pub struct RawConfig {
     #[serde(default = "d_proto")]
     pub route_protocol: u8,
     #[serde(default)]
+    pub kernel_routes_on_exit: ExitRoutes,
+    #[serde(default)]
     pub xdp_mode: XdpMode,
     pub authorities: AuthoritiesConfig,
     #[serde(default)]
@@ -192,6 +214,8 @@ pub struct Config {
     pub max_advert_lifetime_s: u64,
     pub kernel_routes: bool,
     pub route_protocol: u8,
+    /// What a clean stop does with the kernel routes.
+    pub kernel_routes_on_exit: ExitRoutes,
     pub xdp_mode: XdpMode,
     pub authorities: Authorities,
     pub snr_policy: SnrPolicy,
@@ -390,6 +414,7 @@ impl RawConfig {
             max_advert_lifetime_s: self.max_advert_lifetime_s,
             kernel_routes: self.kernel_routes,
             route_protocol: self.route_protocol,
+            kernel_routes_on_exit: self.kernel_routes_on_exit,
             xdp_mode: self.xdp_mode,
             authorities,
             snr_policy: self.snr_policy,
@@ -429,6 +454,13 @@ mod tests {
         assert_eq!(c.local_convergence_delay_ms, 1000);
         assert_eq!(c.authorities.threshold(), 2);
         assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
+        assert_eq!(c.kernel_routes_on_exit, ExitRoutes::Remove);
+        let r = Config::parse(&format!("kernel_routes_on_exit = \"retain\"\n{}", base())).unwrap();
+        assert_eq!(r.kernel_routes_on_exit, ExitRoutes::Retain);
+        let e = Config::parse(&format!("kernel_routes_on_exit = \"keep\"\n{}", base()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kernel_routes_on_exit"), "{e}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ use tokio::{
 use crate::{
     api::{self, Query},
     cert::{CertCache, Certificate},
-    config::{Config, SnrSource, XdpMode},
+    config::{Config, ExitRoutes, SnrSource, XdpMode},
     decision::{NhKey, Target, Writer},
     fib::{Fib, KernelNextHop, LinkEvent},
     identity::{Identity, NodeId},
@@ -391,9 +391,20 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
         }
     }
-    log::info!("shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding)");
-    if let Some(f) = d.fib.as_mut() {
-        f.flush().await;
+    match (d.fib.as_mut(), d.cfg.kernel_routes_on_exit) {
+        (Some(f), ExitRoutes::Remove) => {
+            log::info!(
+                "shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding)"
+            );
+            f.flush().await;
+        }
+        (Some(f), ExitRoutes::Retain) => log::info!(
+            "shutting down: keeping {} kernel route(s) of protocol {} for the next start \
+             (kernel_routes_on_exit = \"retain\"); the XDP datapath keeps forwarding",
+            f.installed().len(),
+            d.cfg.route_protocol
+        ),
+        (None, _) => log::info!("shutting down (the XDP datapath keeps forwarding)"),
     }
     let _ = std::fs::remove_file(&d.cfg.control_socket);
     Ok(())
@@ -981,10 +992,34 @@ impl Daemon {
         if self.hold.holding(self.now_ms()) {
             let down = self.writer.down_keys();
             let changed: BTreeSet<NhKey> = down.union(&self.worse).copied().collect();
-            if down.is_disjoint(&live)
-                && microloop::explained_by_loss(&self.writer.installed(), &desired, &changed)
-            {
+            let held = if down.is_disjoint(&live) {
+                let protects = self.protection(&topo);
+                microloop::held_routes(
+                    &self.writer.installed(),
+                    &desired,
+                    &changed,
+                    &down,
+                    |p, k| protects(p, k),
+                )
+            } else {
+                None
+            };
+            if let Some(held) = held {
                 self.dirty = true; // look again next tick
+                match self.writer.apply_held(self.datapath.tables(), &held) {
+                    Ok(ch) if ch != crate::decision::Changes::default() => log::info!(
+                        "during the hold: {} route(s) without a loop-free alternate repaired, {} removed",
+                        ch.routes_set,
+                        ch.routes_deleted
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::error!("{e}");
+                        if let Ok(m) = self.metrics.lock() {
+                            m.route_write_errors.inc();
+                        }
+                    }
+                }
                 if self.fib.is_some() {
                     let addrs: HashMap<NhKey, Ipv6Addr> = self
                         .nbrs
@@ -1035,6 +1070,35 @@ impl Daemon {
             if f.sync(&kernel).await > 0 {
                 self.dirty = true;
             }
+        }
+    }
+
+    /// Whether a live neighbour (by next hop) still protects a prefix on `topo`, the
+    /// topology as now known: RFC 5286 inequality 1 with today's distances, toward the
+    /// prefix's origin as just computed (an unreachable prefix is protected by nobody).
+    fn protection(&self, topo: &Topology) -> impl Fn(&ipnet::IpNet, &NhKey) -> bool {
+        let me = topo.index_of(&self.my_id);
+        let from_me = me.map(|s| spf::dijkstra(topo, s).0).unwrap_or_default();
+        let origin: HashMap<ipnet::IpNet, u32> = self
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.prefix, topo.index_of(&r.origin)?)))
+            .collect();
+        let from_nbr: HashMap<NhKey, Vec<u64>> = self
+            .nbrs
+            .links(self.now_ms(), &self.cfg.snr_policy)
+            .iter()
+            .filter_map(|l| {
+                let k = NhKey {
+                    ifindex: self.ifaces[l.iface].index,
+                    mac: l.mac,
+                };
+                Some((k, spf::dijkstra(topo, topo.index_of(&l.node)?).0))
+            })
+            .collect();
+        move |p, k| match (me, origin.get(p), from_nbr.get(k)) {
+            (Some(s), Some(&d), Some(from_n)) => spf::still_loop_free(from_n, &from_me, s, d),
+            _ => false,
         }
     }
 

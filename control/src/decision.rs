@@ -129,15 +129,21 @@ impl Writer {
             .ok_or(WriteError::Full(MAX_NEXTHOPS))
     }
 
+    /// The id of a next hop with `spec`, written first if needed. A next hop marked down
+    /// is rewritten (so raised) only if `raise`.
     fn ensure<S: Sink>(
         &mut self,
         sink: &mut S,
         spec: NextHopSpec,
+        raise: bool,
         ch: &mut Changes,
     ) -> Result<u32, WriteError> {
         let key = NhKey::from(&spec);
         let id = match self.ids.get(&key) {
-            Some(&id) if self.nexthops.get(&id) == Some(&spec) && !self.down.contains(&id) => {
+            Some(&id)
+                if self.nexthops.get(&id) == Some(&spec)
+                    && (!raise || !self.down.contains(&id)) =>
+            {
                 return Ok(id)
             }
             Some(&id) => id,
@@ -227,11 +233,30 @@ impl Writer {
             .collect()
     }
 
-    /// Makes the tables hold exactly `desired`.
+    /// Makes the tables hold exactly `desired` (next hops it names are up).
     pub fn apply<S: Sink>(
         &mut self,
         sink: &mut S,
         desired: &BTreeMap<IpNet, Target>,
+    ) -> Result<Changes, WriteError> {
+        self.write(sink, desired, true)
+    }
+
+    /// Like [`Writer::apply`], but next hops marked down stay down (routes kept during a
+    /// microloop hold still name their lost primary, and must keep using the alternate).
+    pub fn apply_held<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        desired: &BTreeMap<IpNet, Target>,
+    ) -> Result<Changes, WriteError> {
+        self.write(sink, desired, false)
+    }
+
+    fn write<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        desired: &BTreeMap<IpNet, Target>,
+        raise: bool,
     ) -> Result<Changes, WriteError> {
         let mut ch = Changes::default();
         let sink_err = |e: S::Error| WriteError::Sink(e.to_string());
@@ -240,10 +265,10 @@ impl Writer {
             let rt = match *t {
                 Target::Local => RouteTarget::Local,
                 Target::Via { primary, alternate } => {
-                    let id = self.ensure(sink, primary, &mut ch)?;
+                    let id = self.ensure(sink, primary, raise, &mut ch)?;
                     let alt = match alternate {
                         Some(a) if NhKey::from(&a) != NhKey::from(&primary) => {
-                            Some(self.ensure(sink, a, &mut ch)?)
+                            Some(self.ensure(sink, a, raise, &mut ch)?)
                         }
                         _ => None,
                     };
@@ -446,6 +471,9 @@ mod tests {
         assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 1);
         assert_eq!(w.down_keys(), BTreeSet::from([NhKey::from(&nh(4))]));
         assert_eq!(w.mark_down_unless(&mut f, &live).unwrap(), 0);
+        // A held write keeps it down; a normal one raises it.
+        assert_eq!(w.apply_held(&mut f, &d).unwrap(), Changes::default());
+        assert_eq!(f.down.len(), 1);
         assert!(w.uses(&NhKey::from(&nh(4))) && !w.uses(&NhKey::from(&nh(3))));
         assert_eq!(w.installed(), d);
     }

@@ -5,7 +5,9 @@
 //! Routes carry the configured protocol number (`ip route show proto 200`), so dcmesh
 //! only ever touches its own routes. IPv4 prefixes point at the neighbour's IPv6
 //! link-local address (`via inet6 fe80::…`, RFC 5549 style), so mesh interfaces need no
-//! IPv4 addresses. Updates replace in place, then stale routes are removed.
+//! IPv4 addresses. Updates replace in place, then stale routes are removed. Routes found
+//! at start (a restart with `kernel_routes_on_exit = "retain"`, or a crash) are adopted,
+//! not flushed: they keep forwarding until the daemon has recomputed.
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
@@ -17,7 +19,7 @@ use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
         link::{LinkAttribute, LinkFlags, State},
-        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteVia},
         RouteNetlinkMessage,
     },
     Handle, MulticastGroup, RouteMessageBuilder,
@@ -60,6 +62,21 @@ fn message(prefix: IpNet, nh: Option<KernelNextHop>, proto: u8) -> RouteMessage 
     m
 }
 
+/// Where an existing route points, if it is the kind dcmesh writes (an output interface
+/// and an IPv6 gateway, `via inet6` for IPv4 prefixes).
+fn next_hop_of(m: &RouteMessage) -> Option<KernelNextHop> {
+    let ifindex = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })?;
+    let gateway = m.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
+        RouteAttribute::Via(RouteVia::Inet6(g)) => Some(*g),
+        _ => None,
+    })?;
+    Some(KernelNextHop { ifindex, gateway })
+}
+
 fn prefix_of(m: &RouteMessage) -> Option<IpNet> {
     let len = m.header.destination_prefix_length;
     m.attributes.iter().find_map(|a| match a {
@@ -74,8 +91,10 @@ fn prefix_of(m: &RouteMessage) -> Option<IpNet> {
 }
 
 impl Fib {
-    /// Opens a netlink connection (its task runs on the current tokio runtime) and
-    /// removes dcmesh routes a previous run left behind.
+    /// Opens a netlink connection (its task runs on the current tokio runtime) and adopts
+    /// the dcmesh routes a previous run left (retained across a restart, or left by a
+    /// crash): they stay in place until the first [`Fib::sync`], which keeps the ones
+    /// still wanted untouched, replaces changed ones in place and removes the rest.
     pub async fn open(proto: u8) -> anyhow::Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
@@ -97,14 +116,13 @@ impl Fib {
             while let Some(m) = s.try_next().await? {
                 if m.header.protocol == RouteProtocol::Other(self.proto) {
                     if let Some(p) = prefix_of(&m) {
-                        // Unknown next hop: any desired route will replace it.
-                        self.installed.insert(
-                            p,
-                            KernelNextHop {
-                                ifindex: 0,
-                                gateway: Ipv6Addr::UNSPECIFIED,
-                            },
-                        );
+                        // A next hop of another shape reads as unknown: any desired
+                        // route replaces it.
+                        let nh = next_hop_of(&m).unwrap_or(KernelNextHop {
+                            ifindex: 0,
+                            gateway: Ipv6Addr::UNSPECIFIED,
+                        });
+                        self.installed.insert(p, nh);
                     }
                 }
             }

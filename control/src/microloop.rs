@@ -11,6 +11,13 @@
 //! change routes that went over it, so every route whose primary next hop is still up
 //! stays optimal. A computed route set that moves any such route (or adds a prefix) shows
 //! another change in the mesh, and the hold is cancelled at once, as RFC 8333 asks.
+//!
+//! Only protected routes are held ([`held_routes`]): a route whose primary is down and
+//! that has no usable alternate is repaired at once (holding would only drop its traffic
+//! for the whole delay), and so is one whose alternate no longer protects it on the
+//! topology as now known. That happens when the loss was not a single link (a node
+//! failure or a partition): the alternate's own new path then runs back through us, and
+//! keeping the alternate would form a loop as soon as the alternate converges.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv6Addr,
@@ -78,24 +85,67 @@ impl Hold {
     }
 }
 
-/// Whether the `computed` routes differ from the `installed` ones only where the
-/// installed primary next hop is `down`: that is, whether the loss of those next hops
-/// alone explains the change. (Alternates are free to change: they depend on the whole
-/// topology.)
-pub fn explained_by_loss(
+/// What this node installs while it holds, or `None` when the computed routes show a
+/// change the loss cannot explain (then the hold ends and everything is installed).
+///
+/// Per installed prefix, by its primary next hop:
+/// - not in `changed`: the loss cannot have moved the route, so the computed one must
+///   keep that primary (its alternate may differ: alternates depend on the whole
+///   topology); the computed route is installed;
+/// - in `changed` but not `down` (its cost rose): kept as installed;
+/// - `down`, with an alternate that is up and that `protects` the prefix on the topology
+///   as now known (its shortest path does not run back through us): kept as installed,
+///   so the datapath keeps using the alternate while the mesh converges;
+/// - `down` otherwise (no usable alternate, or one whose path now comes back through us,
+///   as after a node failure or a partition): the computed route is installed at once,
+///   or the prefix removed if it is unreachable. Holding it would only drop its traffic
+///   (lengthening repair) or loop it.
+///
+/// A computed prefix that was not installed is a change the loss cannot explain.
+pub fn held_routes(
     installed: &BTreeMap<IpNet, Target>,
     computed: &BTreeMap<IpNet, Target>,
+    changed: &BTreeSet<NhKey>,
     down: &BTreeSet<NhKey>,
-) -> bool {
+    protects: impl Fn(&IpNet, &NhKey) -> bool,
+) -> Option<BTreeMap<IpNet, Target>> {
     let primary = |t: &Target| match t {
         Target::Local => None,
         Target::Via { primary, .. } => Some(NhKey::from(primary)),
     };
-    let unaffected_kept = installed.iter().all(|(p, t)| match primary(t) {
-        Some(k) if down.contains(&k) => true,
-        old => computed.get(p).map(primary) == Some(old),
-    });
-    unaffected_kept && computed.keys().all(|p| installed.contains_key(p))
+    if computed.keys().any(|p| !installed.contains_key(p)) {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for (p, t) in installed {
+        let now = computed.get(p);
+        match (t, primary(t)) {
+            (_, Some(k)) if changed.contains(&k) && !down.contains(&k) => {
+                out.insert(*p, *t);
+            }
+            (
+                Target::Via {
+                    alternate: Some(a), ..
+                },
+                Some(k),
+            ) if down.contains(&k)
+                && !down.contains(&NhKey::from(a))
+                && protects(p, &NhKey::from(a)) =>
+            {
+                out.insert(*p, *t);
+            }
+            (_, Some(k)) if down.contains(&k) => {
+                if let Some(n) = now {
+                    out.insert(*p, *n);
+                }
+            }
+            (_, old) => {
+                let n = now.filter(|n| primary(n) == old)?;
+                out.insert(*p, *n);
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The kernel FIB's view of held routes: what the datapath does with them. A route whose
@@ -200,37 +250,69 @@ mod tests {
     }
 
     #[test]
-    fn only_routes_over_the_lost_next_hop_may_change() {
+    fn the_hold_keeps_protected_routes_and_repairs_the_rest_at_once() {
         let installed = BTreeMap::from([
             (pfx(1), via(1, Some(2))),
             (pfx(2), via(2, Some(1))),
             (pfx(3), Target::Local),
+            (pfx(5), via(1, None)),
+            (pfx(6), via(1, Some(3))),
+            (pfx(7), via(1, Some(2))),
         ]);
         let down = BTreeSet::from([NhKey::from(&nh(1))]);
-        // Routes over nh(1) repointed or gone, alternates changed elsewhere: explained.
-        let ok = BTreeMap::from([
+        // nh(3) no longer protects pfx(6) (its path now runs back through us), and
+        // nothing protects pfx(7), now unreachable.
+        let protects = |p: &IpNet, _: &NhKey| *p != pfx(6) && *p != pfx(7);
+        let computed = BTreeMap::from([
             (pfx(1), via(3, None)),
             (pfx(2), via(2, None)),
             (pfx(3), Target::Local),
+            (pfx(5), via(2, Some(3))),
+            (pfx(6), via(2, None)),
         ]);
-        assert!(explained_by_loss(&installed, &ok, &down));
-        let gone = BTreeMap::from([(pfx(2), via(2, Some(3))), (pfx(3), Target::Local)]);
-        assert!(explained_by_loss(&installed, &gone, &down));
-        // A route over a live next hop moved: another change.
-        let moved = BTreeMap::from([
-            (pfx(1), via(3, None)),
-            (pfx(2), via(3, None)),
-            (pfx(3), Target::Local),
-        ]);
-        assert!(!explained_by_loss(&installed, &moved, &down));
-        // A route over a live next hop vanished, or a prefix appeared: another change.
-        let lost = BTreeMap::from([(pfx(1), via(3, None)), (pfx(3), Target::Local)]);
-        assert!(!explained_by_loss(&installed, &lost, &down));
-        let mut new = ok.clone();
+        let held = held_routes(&installed, &computed, &down, &down, protects).unwrap();
+        assert_eq!(
+            held,
+            BTreeMap::from([
+                (pfx(1), via(1, Some(2))), // protected: kept on its alternate
+                (pfx(2), via(2, None)),    // untouched primary: the new alternate
+                (pfx(3), Target::Local),
+                (pfx(5), via(2, Some(3))), // no alternate: repaired at once
+                (pfx(6), via(2, None)),    // alternate no longer loop-free: repaired
+                                           // pfx(7): unreachable now, removed
+            ])
+        );
+        // The alternate itself down: repaired.
+        let both = BTreeSet::from([NhKey::from(&nh(1)), NhKey::from(&nh(2))]);
+        let c = BTreeMap::from([(pfx(1), via(3, None))]);
+        let i = BTreeMap::from([(pfx(1), via(1, Some(2)))]);
+        assert_eq!(
+            held_routes(&i, &c, &both, &both, |_, _| true),
+            Some(c.clone())
+        );
+        // A cost rise (changed, not down): kept as it is.
+        let worse = BTreeSet::from([NhKey::from(&nh(1))]);
+        assert_eq!(
+            held_routes(&i, &c, &worse, &BTreeSet::new(), |_, _| true),
+            Some(i.clone())
+        );
+        // A route over a live next hop moved or vanished, or a prefix appeared: another
+        // change in the mesh.
+        let mut moved = computed.clone();
+        moved.insert(pfx(2), via(3, None));
+        assert!(held_routes(&installed, &moved, &down, &down, protects).is_none());
+        let mut lost = computed.clone();
+        lost.remove(&pfx(2));
+        assert!(held_routes(&installed, &lost, &down, &down, protects).is_none());
+        let mut new = computed.clone();
         new.insert(pfx(4), via(2, None));
-        assert!(!explained_by_loss(&installed, &new, &down));
-        // Nothing down: only an identical primary set is explained.
-        assert!(explained_by_loss(&installed, &installed, &BTreeSet::new()));
-        assert!(!explained_by_loss(&installed, &ok, &BTreeSet::new()));
+        assert!(held_routes(&installed, &new, &down, &down, protects).is_none());
+        // Nothing changed: only an identical primary set is explained.
+        let none = BTreeSet::new();
+        assert_eq!(
+            held_routes(&installed, &installed, &none, &none, protects),
+            Some(installed.clone())
+        );
+        assert!(held_routes(&installed, &computed, &none, &none, protects).is_none());
     }
 }

@@ -233,6 +233,19 @@ pub fn node_routes(t: &Topology, src: u32) -> Vec<Option<NodeRoute>> {
         .collect()
 }
 
+/// Whether a neighbour `n` of `s` still protects destination `d` on this topology (RFC
+/// 5286 inequality 1: `dist(n, d) < dist(n, s) + dist(s, d)`, so `n`'s shortest path to
+/// `d` does not come back through `s`). `from_n` are distances from `n`, `from_s` from
+/// `s` ([`dijkstra`]'s first result); an unreachable `d` is protected by nobody.
+pub fn still_loop_free(from_n: &[u64], from_s: &[u64], s: u32, d: u32) -> bool {
+    let (n_d, n_s, s_d) = (
+        from_n.get(d as usize).copied().unwrap_or(u64::MAX),
+        from_n.get(s as usize).copied().unwrap_or(u64::MAX),
+        from_s.get(d as usize).copied().unwrap_or(u64::MAX),
+    );
+    n_d != u64::MAX && s_d != u64::MAX && n_d < n_s.saturating_add(s_d)
+}
+
 /// How a prefix is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -410,6 +423,28 @@ mod tests {
                 alternate: None
             })
         );
+    }
+
+    #[test]
+    fn an_alternate_stops_protecting_once_its_path_runs_back_through_us() {
+        // Square 0-1-3-2-0 plus 1-3: from 0, node 2 protects 3 while 2-3 exists...
+        let sym = |v: &[(u32, u32, u32)]| -> Vec<(u32, u32, u32)> {
+            v.iter()
+                .flat_map(|&(a, b, c)| [(a, b, c), (b, a, c)])
+                .collect()
+        };
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (1, 3, 1), (0, 2, 1), (2, 3, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(still_loop_free(&from2, &from0, 0, 3));
+        // ...but not once 2-3 is gone: 2's way to 3 is back through 0.
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (1, 3, 1), (0, 2, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(!still_loop_free(&from2, &from0, 0, 3));
+        // An unreachable destination is protected by nobody.
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (0, 2, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(!still_loop_free(&from2, &from0, 0, 3));
+        assert!(!still_loop_free(&[], &from0, 0, 3), "unknown neighbour");
     }
 
     #[test]

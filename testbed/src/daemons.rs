@@ -188,8 +188,8 @@ impl Daemons {
         }
     }
 
-    /// SIGTERM (a planned stop: the daemon removes its kernel routes, the datapath keeps
-    /// forwarding), SIGKILL after 3 s.
+    /// SIGTERM (a planned stop: the datapath keeps forwarding, and the daemon keeps its
+    /// kernel routes for the next start, as the testbed configures), SIGKILL after 3 s.
     pub fn stop(&mut self, i: usize) {
         let Some(mut c) = self.children[i].take() else {
             return;
@@ -269,6 +269,8 @@ fn config(mesh: &Mesh, i: usize, auth_keys: &[String], prefixes: &[String]) -> R
     );
     t.insert("hello_interval_ms".into(), (DEFAULT_HELLO_MS as i64).into());
     t.insert("dead_interval_ms".into(), (DEFAULT_DEAD_MS as i64).into());
+    // Controller restarts must not cost client traffic, which the kernel forwards.
+    t.insert("kernel_routes_on_exit".into(), "retain".into());
     let mut a = toml::Table::new();
     a.insert(
         "keys".into(),
