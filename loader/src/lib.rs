@@ -88,11 +88,7 @@ impl Datapath {
         let mut ebpf = loader.load(DCMESH_OBJ).map_err(LoaderError::load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(LoaderError::program)?;
-        let mut tables = Tables::take_from(&mut ebpf)?;
-        if pin_dir.is_some() {
-            // Reused tables: make the route counts exact again.
-            tables.recount_routes()?;
-        }
+        let tables = Tables::take_from(&mut ebpf)?;
         Ok(Self {
             ebpf,
             tables,
