@@ -3,8 +3,9 @@
 //!
 //! For every running source node and every destination (each running node's router
 //! address, each client's host address) the walk follows what the XDP datapath would do:
-//! longest-prefix match, primary next hop unless it is marked down (then the alternate),
-//! next hop → interface → the neighbour behind it. A packet is *delivered* when it
+//! longest-prefix match, primary next hop unless it is marked down or would send the
+//! packet straight back to the neighbour it came from (then the alternate, unless that
+//! one is down or a U-turn too: dropped), next hop → interface → the neighbour behind it. A packet is *delivered* when it
 //! reaches a `local` route at the destination's own node (or the client's access next
 //! hop there); it is *lost* when a route is missing or points at a dead link, a powered
 //! off node, a wrong neighbour MAC, or a `local` route elsewhere; it *loops* when it
@@ -129,6 +130,8 @@ pub enum Outcome {
 pub fn walk(snap: &Snapshot, truth: &Truth, src: usize, dest: Dest) -> Outcome {
     let mut path = vec![src];
     let mut at = src;
+    // (ingress ifindex at `at`, the sender's MAC) once the packet has crossed a link.
+    let mut arrived: Option<(u32, [u8; 6])> = None;
     loop {
         let Some(t) = snap.get(at).and_then(Option::as_ref) else {
             return Outcome::Lost {
@@ -168,18 +171,27 @@ pub fn walk(snap: &Snapshot, truth: &Truth, src: usize, dest: Dest) -> Outcome {
             RouteTarget::Via { id, alt } => (id, alt),
         };
         let down = |i: u32| t.down.contains(&i);
-        let id = if down(id) {
+        // The datapath's U-turn rule: never straight back to the neighbour the packet
+        // came from (same interface, next-hop MAC = the frame's source MAC).
+        let uturn = |i: u32| {
+            arrived.is_some_and(|a| t.nexthops.get(&i).is_some_and(|&(ifx, m)| (ifx, m) == a))
+        };
+        let id = if !down(id) && !uturn(id) {
+            id
+        } else {
             match alt {
-                Some(a) if !down(a) => a,
+                Some(a) if !down(a) && !uturn(a) => a,
                 _ => {
                     return Outcome::Lost {
                         at,
-                        why: "next hop down, no alternate",
+                        why: if down(id) {
+                            "next hop down, no alternate"
+                        } else {
+                            "U-turn dropped (next hop is the neighbour it came from)"
+                        },
                     }
                 }
             }
-        } else {
-            id
         };
         let Some(&(ifindex, mac)) = t.nexthops.get(&id) else {
             return Outcome::Lost {
@@ -231,6 +243,15 @@ pub fn walk(snap: &Snapshot, truth: &Truth, src: usize, dest: Dest) -> Outcome {
                     path.push(peer);
                     return Outcome::Loop { path };
                 }
+                // Where it lands: the peer's interface on this link, from our MAC.
+                arrived = truth.ports.get(peer).and_then(|p| {
+                    p.iter().find_map(|(&ifx, q)| match *q {
+                        Port::Mesh {
+                            link: l, peer_mac, ..
+                        } if l == link => Some((ifx, peer_mac)),
+                        _ => None,
+                    })
+                });
                 path.push(peer);
                 at = peer;
             }
@@ -439,16 +460,62 @@ mod tests {
             .iter()
             .any(|l| l.0 == 0 && l.3 == "next hop over a dead link"));
         // Node 0 marks next hop 2 (toward 1) down: traffic takes the alternate toward 3,
-        // which routes clockwise back to 0: a loop the checker must see.
+        // which routes clockwise back to 0. The datapath's U-turn rule sends it on 3's
+        // alternate (toward 2) instead.
         snap[0].as_mut().unwrap().down.push(2);
-        let w = walk(&snap, &truth, 0, dest(2));
         assert_eq!(
-            w,
-            Outcome::Loop {
-                path: vec![0, 3, 0]
+            walk(&snap, &truth, 0, dest(2)),
+            Outcome::Delivered {
+                path: vec![0, 3, 2]
             }
         );
-        assert!(!check(&snap, &truth, &all()).loops.is_empty());
+        // Without that alternate at 3 the packet is dropped there, not looped.
+        let mut no_alt = snap.clone();
+        no_alt[3] = Some(tables(3, &[(2, 0, None)]));
+        assert_eq!(
+            walk(&no_alt, &truth, 0, dest(2)),
+            Outcome::Lost {
+                at: 3,
+                why: "U-turn dropped (next hop is the neighbour it came from)"
+            }
+        );
+        // A loop over three nodes is no U-turn: the checker must see it.
+        let mut three = ring();
+        three.link_ends.push((0, 2));
+        three.link_usable.push(true);
+        three.ports[0].insert(
+            2,
+            Port::Mesh {
+                link: 4,
+                peer: 2,
+                peer_mac: MAC[2],
+            },
+        );
+        three.ports[2].insert(
+            20,
+            Port::Mesh {
+                link: 4,
+                peer: 0,
+                peer_mac: MAC[0],
+            },
+        );
+        let mut lp = clockwise();
+        lp[0] = Some(tables(0, &[(3, 1, None)]));
+        lp[1] = Some(tables(1, &[(3, 2, None)]));
+        let mut t2 = tables(2, &[]);
+        t2.nexthops.insert(9, (20, MAC[0]));
+        t2.routes.push((
+            format!("{}/32", addr(3)).parse().unwrap(),
+            RouteTarget::Via { id: 9, alt: None },
+        ));
+        lp[2] = Some(t2);
+        assert_eq!(
+            walk(&lp, &three, 0, dest(3)),
+            Outcome::Loop {
+                path: vec![0, 1, 2, 0]
+            }
+        );
+        assert!(!check(&lp, &three, &all()).loops.is_empty());
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub struct Report {
     pub ttl_expired: u64,
     /// Where and when they did: (second of the run, node, packets).
     pub ttl_expired_at: Vec<(u64, String, u64)>,
+    /// Packets the datapath dropped instead of sending them straight back to the
+    /// neighbour they came from (its U-turn rule: a two-node loop avoided, not a loop).
+    pub uturns_dropped: u64,
+    /// Where and when: (second of the run, node, packets).
+    pub uturns_dropped_at: Vec<(u64, String, u64)>,
     /// Probes that arrived after crossing more routers than the mesh has.
     pub probes_looped: u64,
     /// Polls whose tables held a forwarding loop.
@@ -240,6 +245,19 @@ impl Report {
         }
         for (t, n, k) in self.ttl_expired_at.iter().take(10) {
             s += &format!("  {k} TTL expiries at {n} around {t} s\n");
+        }
+        if self.uturns_dropped > 0 {
+            let at: Vec<String> = self
+                .uturns_dropped_at
+                .iter()
+                .take(10)
+                .map(|(t, n, k)| format!("{k} at {n} around {t} s"))
+                .collect();
+            s += &format!(
+                "  U-turns dropped by the datapath (two-node loops avoided): {} ({})\n",
+                self.uturns_dropped,
+                at.join(", ")
+            );
         }
         for e in self.expired_probes.iter().take(20) {
             s += &format!(

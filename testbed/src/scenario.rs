@@ -262,9 +262,12 @@ pub fn run(
     let mut table_loop_polls = 0u64;
     let mut table_loops: Vec<TableLoop> = Vec::new();
     let mut last_loops: Vec<(usize, std::net::IpAddr, Vec<usize>)> = Vec::new();
-    let mut ttl_last: Vec<Option<u64>> = vec![None; n];
+    // (pass_ttl, drop_uturn) per node at the last reading.
+    let mut ttl_last: Vec<Option<(u64, u64)>> = vec![None; n];
     let mut ttl_expired = 0u64;
     let mut ttl_at: Vec<(u64, String, u64)> = Vec::new();
+    let mut uturns = 0u64;
+    let mut uturn_at: Vec<(u64, String, u64)> = Vec::new();
     let mut next_second = 1_000_000_000u64;
     let mut link_last: Vec<(u64, u64, u64, u64)> = vec![(0, 0, 0, 0); mesh.links.len()];
     loop {
@@ -365,13 +368,16 @@ pub fn run(
         if now >= next_second {
             next_second += 1_000_000_000;
             for (i, last) in ttl_last.iter_mut().enumerate() {
-                let cur = mesh.counters(i).map(|c| c.get(Counter::PassTtl).packets);
+                let cur = loop_counters(mesh, i);
                 if let (Some(c), Some(l)) = (cur, *last) {
-                    // Counters restart from zero when a node reboots.
-                    let d = if c >= l { c - l } else { c };
-                    ttl_expired += d;
-                    if d > 0 {
-                        ttl_at.push((now / 1_000_000_000, mesh.nodes[i].name.clone(), d));
+                    let (t, u) = (grew(c.0, l.0), grew(c.1, l.1));
+                    ttl_expired += t;
+                    uturns += u;
+                    if t > 0 {
+                        ttl_at.push((now / 1_000_000_000, mesh.nodes[i].name.clone(), t));
+                    }
+                    if u > 0 {
+                        uturn_at.push((now / 1_000_000_000, mesh.nodes[i].name.clone(), u));
                     }
                 }
                 *last = cur.or(*last);
@@ -390,12 +396,15 @@ pub fn run(
     }
     let recs = probes.stop(Duration::from_millis(500));
     for (i, last) in ttl_last.iter().enumerate() {
-        let cur = mesh.counters(i).map(|c| c.get(Counter::PassTtl).packets);
-        if let (Some(c), Some(l)) = (cur, *last) {
-            let d = if c >= l { c - l } else { c };
-            ttl_expired += d;
-            if d > 0 {
-                ttl_at.push((end / 1_000_000_000, mesh.nodes[i].name.clone(), d));
+        if let (Some(c), Some(l)) = (loop_counters(mesh, i), *last) {
+            let (t, u) = (grew(c.0, l.0), grew(c.1, l.1));
+            ttl_expired += t;
+            uturns += u;
+            if t > 0 {
+                ttl_at.push((end / 1_000_000_000, mesh.nodes[i].name.clone(), t));
+            }
+            if u > 0 {
+                uturn_at.push((end / 1_000_000_000, mesh.nodes[i].name.clone(), u));
             }
         }
     }
@@ -558,6 +567,8 @@ pub fn run(
         undeliverable_by_topology: undeliverable,
         ttl_expired,
         ttl_expired_at: ttl_at,
+        uturns_dropped: uturns,
+        uturns_dropped_at: uturn_at,
         probes_looped: looped,
         table_loop_polls,
         expired_probes,
@@ -567,6 +578,25 @@ pub fn run(
         reroute_ms: Distribution::of(&reroute),
         carrier_reaction_ms: Distribution::of(&reactions),
     })
+}
+
+/// Node `i`'s (pass_ttl, drop_uturn) packet counters, `None` if unreadable (node off).
+fn loop_counters(mesh: &mut Mesh, i: usize) -> Option<(u64, u64)> {
+    mesh.counters(i).map(|c| {
+        (
+            c.get(Counter::PassTtl).packets,
+            c.get(Counter::DropUturn).packets,
+        )
+    })
+}
+
+/// How much a counter grew since `last` (counters restart from zero when a node reboots).
+fn grew(cur: u64, last: u64) -> u64 {
+    if cur >= last {
+        cur - last
+    } else {
+        cur
+    }
 }
 
 /// The first few undelivered (source, destination) pairs of a failed check.
