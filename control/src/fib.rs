@@ -228,3 +228,25 @@ pub fn watch_links() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<Link
     });
     Ok(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopted_routes_keep_the_next_hops_we_wrote() {
+        let nh = KernelNextHop {
+            ifindex: 7,
+            gateway: "fe80::1".parse().unwrap(),
+        };
+        for p in ["10.77.1.0/24", "fd00:77::/48"] {
+            let p: IpNet = p.parse().unwrap();
+            let m = message(p, Some(nh), 200);
+            assert_eq!(m.header.protocol, RouteProtocol::Other(200));
+            assert_eq!(prefix_of(&m), Some(p));
+            assert_eq!(next_hop_of(&m), Some(nh), "{p}");
+            // A route without our kind of next hop reads as unknown.
+            assert_eq!(next_hop_of(&message(p, None, 200)), None);
+        }
+    }
+}
