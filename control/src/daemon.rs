@@ -244,12 +244,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let seq_path = cfg.state_dir.join("advert-seq");
     let seq = load_seq(&seq_path)?;
 
-    let mut datapath = Datapath::load(Some(&cfg.pin_dir)).context("load the XDP datapath")?;
     let mut ifaces = Vec::new();
     for ic in &cfg.interfaces {
         let info = dcmesh_loader::interface_info(&ic.name)?;
-        let how = datapath.attach(&ic.name, attach_mode(cfg.xdp_mode))?;
-        log::info!("{}: XDP datapath {:?}", ic.name, how);
         let sock = mesh_socket(&ic.name, info.index, cfg.port)?;
         ifaces.push(Iface {
             name: ic.name.clone(),
@@ -262,6 +259,37 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             snr: ic.snr.clone(),
         });
     }
+    // A first hello before the slow part of the start (loading, verifying and attaching
+    // the datapath program: hundreds of ms on a busy host): a restarted controller is
+    // heard again well inside its neighbours' dead interval, so they keep forwarding
+    // through it (its pinned datapath never stopped) instead of routing around it.
+    for f in &mut ifaces {
+        f.hello_seq = f.hello_seq.wrapping_add(1);
+        let h = Hello {
+            node: my_id,
+            mac: f.mac,
+            seq: f.hello_seq,
+            interval_ms: cfg.hello_interval_ms.min(u64::from(u16::MAX)) as u16,
+            cert: own.bytes.clone(),
+            heard: Vec::new(),
+        };
+        if let Ok(raw) = h.encode(|m| me.sign(m)) {
+            let to = SocketAddrV6::new(GROUP, cfg.port, 0, f.index);
+            if let Err(e) = f.sock.send_to(&raw, to).await {
+                log::debug!("{}: first hello: {e}", f.name);
+            }
+        }
+    }
+    let t_load = Instant::now();
+    let mut datapath = Datapath::load(Some(&cfg.pin_dir)).context("load the XDP datapath")?;
+    for f in &ifaces {
+        let how = datapath.attach(&f.name, attach_mode(cfg.xdp_mode))?;
+        log::info!("{}: XDP datapath {:?}", f.name, how);
+    }
+    log::info!(
+        "datapath loaded and attached in {} ms",
+        t_load.elapsed().as_millis()
+    );
     let tables = datapath.tables();
     let existing_nh = tables
         .nexthops()
