@@ -112,6 +112,8 @@ struct Daemon {
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
     fib: Option<Fib>,
+    /// TSN lanes (pinned; they outlive the daemon).
+    lanes: crate::lanes::LaneManager,
     metrics: Arc<Mutex<Metrics>>,
     start: Instant,
     dirty: bool,
@@ -262,6 +264,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             snr: ic.snr.clone(),
         });
     }
+    let lanes = crate::lanes::LaneManager::start(&cfg.pin_dir, &cfg.lanes);
     let tables = datapath.tables();
     let existing_nh = tables
         .nexthops()
@@ -349,6 +352,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         hold: Hold::new(lcd_ms),
         worse: BTreeSet::new(),
         fib,
+        lanes,
         metrics,
         start: Instant::now(),
         dirty: true,
@@ -391,7 +395,14 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
         }
     }
-    log::info!("shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding)");
+    log::info!(
+        "shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding{})",
+        if d.lanes.is_empty() {
+            ""
+        } else {
+            ", the TSN lanes stay enforced"
+        }
+    );
     if let Some(f) = d.fib.as_mut() {
         f.flush().await;
     }
@@ -1041,9 +1052,13 @@ impl Daemon {
     fn update_metrics(&mut self) {
         let links = self.nbrs.links(self.now_ms(), &self.cfg.snr_policy);
         let counters = self.datapath.tables().counters().ok();
+        let lanes = self.lanes.snapshot();
         let Ok(mut m) = self.metrics.lock() else {
             return;
         };
+        for (iface, mode, c) in &lanes {
+            m.set_lanes(iface, *mode, c.as_ref());
+        }
         m.link_etx.clear();
         m.link_snr.clear();
         m.link_cost.clear();
@@ -1110,6 +1125,7 @@ impl Daemon {
                     "lsdb": { "accepted": c.accepted, "duplicates": c.duplicates, "purged": c.purged, "rejected": rejected },
                     "hellos_rejected": hello_rej,
                     "datapath": dp,
+                    "lanes": self.lanes.status(),
                 })
             }
             Query::Neighbors => {

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod decision;
 pub mod fib;
 pub mod identity;
+pub mod lanes;
 pub mod lsdb;
 pub mod metric;
 pub mod metrics;
