@@ -547,6 +547,19 @@ fn replace_pinned(prog: &mut SchedClassifier, path: &Path) -> Result<(), String>
     Ok(())
 }
 
+/// Programs attached to the TCX egress of `iface` (calling thread's namespace), as
+/// `(program id, name)`: what `bpftool net show dev IF` lists, for operators and tests
+/// (`tc filter show` does not list TCX programs). The lanes program is named
+/// [`lanes::PROGRAM`].
+pub fn egress_programs(iface: &str) -> Result<Vec<(u32, String)>, LanesError> {
+    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+        .map_err(crate::LoaderError::program)?;
+    Ok(progs
+        .iter()
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
 /// The lanes pin directory of `iface` under a daemon's pin directory.
 pub fn pin_dir_for(pin_root: &Path, iface: &str) -> PathBuf {
     pin_root.join("lanes").join(iface)
