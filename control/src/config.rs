@@ -724,6 +724,26 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lanes_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let block: String = readme[readme.find("## TSN lanes").unwrap()..]
+            .lines()
+            .skip_while(|l| *l != "```toml")
+            .skip(1)
+            .take_while(|l| *l != "```")
+            .collect::<Vec<_>>()
+            .join("\n");
+        let b = base();
+        let head = &b[..b.find("[[interface]]").unwrap()];
+        let c = Config::parse(&format!("{head}{block}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lanes.len(), 1);
+        let p = c.lanes[0].config.compile().unwrap();
+        assert_eq!(p.plan.gcl.cycle_ns, 1_000_000);
+        assert_eq!(p.plan.rules.len, 2);
+        assert_eq!(p.queue_limits[0], 100);
+    }
+
+    #[test]
     fn the_module_example_is_a_valid_config() {
         let doc: String = include_str!("config.rs")
             .lines()

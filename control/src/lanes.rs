@@ -99,8 +99,8 @@ impl LaneManager {
                     .map_err(|e| {
                         let e = error_chain(&e);
                         log::error!(
-                            "{}: TSN lanes NOT active: {e}. Routing continues without lanes on this interface.",
-                            t.iface
+                            "{}: TSN lanes NOT active: {e}. Routing continues without lanes on this interface; queues may be partly built (\"dcmesh lanes remove --interface {}\" clears them).",
+                            t.iface, t.iface
                         );
                         e
                     });

@@ -354,3 +354,81 @@ pub async fn serve(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lanes::ModeName;
+    use dcmesh_loader::lanes::LaneCounters;
+    use dcmesh_schema::CounterValue;
+    use dcmesh_tsn::Action;
+
+    fn sample(text: &str, key: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn lane_counters_follow_the_kernel_totals() {
+        let mut m = Metrics::new();
+        let mut c = LaneCounters::default();
+        c.lanes[0][Action::Admitted as usize] = CounterValue {
+            packets: 5,
+            bytes: 500,
+        };
+        c.no_plan.packets = 2;
+        m.set_lanes("mesh0", ModeName::Admission, Some(&c));
+        c.lanes[0][Action::Admitted as usize].packets = 8;
+        c.lanes[3][Action::Dropped as usize].packets = 1;
+        m.set_lanes("mesh0", ModeName::Admission, Some(&c));
+        let t = m.render();
+        let k = |lane: u8, a: &str| {
+            format!(
+                "dcmesh_lane_packets_total{{interface=\"mesh0\",lane=\"{lane}\",action=\"{a}\"}} "
+            )
+        };
+        assert_eq!(sample(&t, &k(0, "admitted")), Some(8.0), "{t}");
+        assert_eq!(sample(&t, &k(3, "dropped")), Some(1.0));
+        assert_eq!(sample(&t, &k(1, "demoted")), Some(0.0));
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lane_bytes_total{interface=\"mesh0\",lane=\"0\",action=\"admitted\"} "
+            ),
+            Some(500.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_no_plan_packets_total{interface=\"mesh0\"} "
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh0\",mode=\"admission\"} "
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh0\",mode=\"failed\"} "
+            ),
+            Some(0.0)
+        );
+        // A failed interface: mode only, no counters.
+        m.set_lanes("mesh1", ModeName::Failed, None);
+        let t = m.render();
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh1\",mode=\"failed\"} "
+            ),
+            Some(1.0)
+        );
+        assert!(!t.contains("interface=\"mesh1\",lane="));
+    }
+}

@@ -318,3 +318,45 @@ fn daemon_lanes_survive_restarts_and_follow_the_config() {
     let e = format!("{again:?}");
     assert!(e.contains("no lanes installed"), "{e}");
 }
+
+/// A kernel without what the config demands: `mode = "edt"` needs fq or etf, which the
+/// development kernel lacks. The daemon says so, reports the interface's lanes as failed,
+/// and routes on. (On a kernel with fq or etf the lanes come up in EDT mode instead.)
+#[test]
+fn missing_kernel_features_degrade_instead_of_crashing() {
+    let mut m = Mesh::new("lanes-edt", 2, &[(0, 1)]);
+    m.kill(0);
+    let edt = lanes_a().replace("mode = \"admission\"", "mode = \"edt\"");
+    set_lanes(&m, 0, &edt);
+    m.start(0);
+    wait_lanes_up(&m);
+    let st = lanes_status(&m);
+    let mode = st["mode"].as_str().unwrap().to_string();
+    if mode == "failed" {
+        let e = st["error"].as_str().unwrap();
+        assert!(
+            e.contains("this kernel has neither the fq nor the etf qdisc"),
+            "{st}"
+        );
+        assert!(m.log(0).contains("TSN lanes NOT active"), "{}", m.log(0));
+        assert!(
+            !egress(&m)
+                .iter()
+                .any(|(_, n)| n == dcmesh_schema::lanes::PROGRAM),
+            "no program without its queues"
+        );
+    } else {
+        assert!(mode.starts_with("edt_"), "{st}");
+    }
+    assert_eq!(
+        metric(
+            &m,
+            "dcmesh_lanes_mode",
+            &format!("interface=\"{IFACE}\",mode=\"{mode}\"")
+        ),
+        1
+    );
+    // Routing goes on.
+    m.wait_converged(&[0, 1]);
+    assert_eq!(m.udp(0, 1, 10), 10);
+}
