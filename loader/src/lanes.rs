@@ -84,7 +84,7 @@ pub enum LanesError {
     Mmap(#[source] std::io::Error),
     #[error("the plan is not marked valid (compile it from a configuration)")]
     InvalidPlan,
-    #[error("pinned lanes map {path} does not fit this build ({what}); remove the old lanes with \"dcmesh lanes remove --interface IF\" (or \"dcmesh-loader lanes remove\") and start again")]
+    #[error("pinned lanes map {path} does not fit this build ({what}); remove the old lanes with \"dcmesh lanes remove --interface IF\" and start again")]
     Incompatible { path: PathBuf, what: String },
     #[error("no lanes installed on \"{iface}\" (nothing pinned under {dir} and no HTB root {major:x}: on it)")]
     NotInstalled {
