@@ -426,9 +426,10 @@ const METHOD: &str = "
   not restore the frame between repeats and the forwarder lowers the TTL in place, so the
   forwarding figures repeat a TTL-255 frame 254 times per call (every repeat forwards, as
   R's counters confirm) over many calls; frames the program leaves unchanged repeat
-  1,000,000 times per call. Large table: calls cycle over the destinations, so each
-  destination's trie path is warm in cache for its 254 repeats. The kernel reports whole
-  ns per call: figures may read up to 1 ns low.
+  1,000,000 times per call. Large table: calls cycle over the destinations, so all but
+  the first of each destination's 254 repeats hit the per-CPU route cache; the chain's
+  figure, where every packet has another destination, shows the cost with cache misses.
+  The kernel reports whole ns per call: figures may read up to 1 ns low.
 - Program ns/pkt (in chain): the kernel's BPF run-time statistics (`BPF_ENABLE_STATS`)
   during one extra 1 s run of the chain, not one of the timed repetitions (the statistics
   cost time themselves); they include reading the clock.

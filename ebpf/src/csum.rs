@@ -8,13 +8,17 @@ pub fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
-/// New header checksum after one 16-bit word changed from `old` to `new` (RFC 1624 eqn. 3:
-/// `HC' = ~(~HC + ~m + m')`), which equals a full recomputation, never yielding `0xFFFF` for
-/// a header that sums to zero.
+/// The IPv4 header checksum after the TTL dropped by one, from and to the native-order
+/// 16-bit load of the checksum field.
 ///
-/// All three values are the big-endian words as read from the packet (`u16::from_be_bytes`).
+/// The TTL is the high byte of the big-endian word (TTL, protocol), so the word fell by
+/// 0x0100 and, by RFC 1624 eqn. 3, the checksum rises by 0x0100 in one's-complement
+/// arithmetic. One's-complement sums commute with byte swapping, so the addition works on
+/// the native load as is. A result of 0xFFFF (negative zero) becomes 0x0000, which is what a
+/// full recomputation gives: a valid header never sums to zero, so its checksum is never
+/// 0xFFFF (the same arithmetic as Linux's `ip_decrease_ttl`).
 #[inline(always)]
-pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    let sum = u32::from(!check) + u32::from(!old) + u32::from(new);
-    !fold(sum)
+pub fn ttl_decremented(check: u16) -> u16 {
+    let sum = u32::from(check) + u32::from(0x0100u16.to_be());
+    (sum + u32::from(sum >= 0xffff)) as u16
 }

@@ -9,7 +9,7 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, DevMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, DevMap, LpmTrie, PerCpuArray},
     programs::XdpContext,
 };
 use dcmesh_ebpf::{
@@ -20,10 +20,10 @@ use dcmesh_ebpf::{
     },
 };
 use dcmesh_schema::{
-    CachedRoute, Counter, CounterValue, DatapathConfig, NextHop, Route, CFG_F_MISS_DROP,
-    MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS, NEXTHOP_ETH_OFFSET, NH_F_DOWN,
-    NH_F_VALID, NUM_COUNTERS, ROUTE_CACHE_ENTRIES, ROUTE_CACHE_MIN_ROUTES, ROUTE_F_BLACKHOLE,
-    ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
+    route_cache_slot, Counter, CounterValue, DatapathConfig, NextHop, Route, RouteSetV4,
+    RouteSetV6, CFG_F_MISS_DROP, MAX_NEXTHOPS, MAX_ROUTES_V4, MAX_ROUTES_V6, MAX_TX_PORTS,
+    NEXTHOP_ETH_OFFSET, NH_F_DOWN, NH_F_VALID, NUM_COUNTERS, ROUTE_CACHE_V4_BITS,
+    ROUTE_CACHE_V6_BITS, ROUTE_F_BLACKHOLE, ROUTE_F_HAS_ALT, ROUTE_F_KERNEL, ROUTE_F_LOCAL,
 };
 
 // Map names must equal `dcmesh_schema::maps::*` (the loader test checks every one exists).
@@ -38,11 +38,11 @@ static DCMESH_TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 #[map]
 static DCMESH_CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 #[map]
-static DCMESH_RCACHE_V4: LruPerCpuHashMap<[u8; 4], CachedRoute> =
-    LruPerCpuHashMap::with_max_entries(ROUTE_CACHE_ENTRIES, 0);
+static DCMESH_RCACHE_V4: PerCpuArray<RouteSetV4> =
+    PerCpuArray::with_max_entries(1 << ROUTE_CACHE_V4_BITS, 0);
 #[map]
-static DCMESH_RCACHE_V6: LruPerCpuHashMap<[u8; 16], CachedRoute> =
-    LruPerCpuHashMap::with_max_entries(ROUTE_CACHE_ENTRIES, 0);
+static DCMESH_RCACHE_V6: PerCpuArray<RouteSetV6> =
+    PerCpuArray::with_max_entries(1 << ROUTE_CACHE_V6_BITS, 0);
 #[map]
 static DCMESH_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
@@ -50,7 +50,7 @@ static DCMESH_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::with_max_entrie
 pub fn dcmesh_xdp_forward(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     let end = ctx.data_end();
-    let (counter, action) = forward(start, end);
+    let (counter, action) = forward(start, end, ctx.ingress_ifindex() as u32);
     count(counter, (end - start) as u64);
     action
 }
@@ -70,7 +70,7 @@ const PASS: u32 = xdp_action::XDP_PASS;
 const DROP: u32 = xdp_action::XDP_DROP;
 
 #[inline(always)]
-fn forward(start: usize, end: usize) -> (Counter, u32) {
+fn forward(start: usize, end: usize, ingress: u32) -> (Counter, u32) {
     let Some(eth) = ptr_at::<EthHdr>(start, end, 0) else {
         return (Counter::DropMalformed, DROP);
     };
@@ -80,8 +80,8 @@ fn forward(start: usize, end: usize) -> (Counter, u32) {
         return (Counter::PassMulticast, PASS);
     }
     match u16::from_be_bytes(eth.proto) {
-        ETH_P_IP => forward_v4(start, end, eth),
-        ETH_P_IPV6 => forward_v6(start, end, eth),
+        ETH_P_IP => forward_v4(start, end, eth, ingress),
+        ETH_P_IPV6 => forward_v6(start, end, eth, ingress),
         _ => (Counter::PassNonIp, PASS),
     }
 }
@@ -98,38 +98,129 @@ fn config() -> DatapathConfig {
     DCMESH_CONFIG.get(0).copied().unwrap_or_default()
 }
 
-/// Longest-prefix match; through the per-CPU route cache (see `CachedRoute`) once the
-/// table has more than `ROUTE_CACHE_MIN_ROUTES` routes.
+/// Reads a 2-byte aligned 16-bit word of the packet in native order (one load; a byte-array
+/// copy of an address compiles to a load, shift and or per byte).
+///
+/// # Safety
+/// `p` must be 2-byte aligned and inside a bounds-checked header.
 #[inline(always)]
-fn lookup<const N: usize>(
-    cache: &LruPerCpuHashMap<[u8; N], CachedRoute>,
-    trie: &LpmTrie<[u8; N], Route>,
-    dst: &[u8; N],
-    routes: u32,
-    generation: u32,
-) -> Option<Route> {
-    if routes <= ROUTE_CACHE_MIN_ROUTES {
-        return trie.get(Key::new((N * 8) as u32, *dst)).copied();
+unsafe fn word(p: *const u8) -> u32 {
+    u32::from(*(p as *const u16))
+}
+
+/// The native-endian `u32` of four wire bytes at `p` (2-byte aligned, bounds checked).
+#[inline(always)]
+unsafe fn addr_word(p: *const u8) -> u32 {
+    let (lo, hi) = (word(p), word(p.add(2)));
+    if cfg!(target_endian = "little") {
+        lo | hi << 16
+    } else {
+        lo << 16 | hi
     }
-    // SAFETY: per-CPU value, read on this CPU only.
-    if let Some(c) = unsafe { cache.get(dst) } {
-        if c.generation == generation {
-            return (c.present != 0).then_some(c.route);
+}
+
+/// The cached answer of `slot` if it holds `key` at `generation`.
+macro_rules! cached {
+    ($slot:expr, $key:expr, $generation:expr) => {
+        if $slot.generation == $generation && $slot.dst == $key {
+            return ($slot.present != 0).then_some($slot.route);
         }
-    }
-    let found = trie.get(Key::new((N * 8) as u32, *dst)).copied();
-    let entry = CachedRoute {
-        generation,
-        present: u32::from(found.is_some()),
-        route: found.unwrap_or_default(),
     };
-    // A full cache evicts its least recently used entry; failure only costs a re-lookup.
-    let _ = cache.insert(dst, &entry, 0);
+}
+
+/// Moves slot 0 to slot 1 (field by field: a struct copy may compile to a memcpy call)
+/// and fills slot 0 with a fresh answer.
+macro_rules! refill {
+    ($set:expr, $key:expr, $generation:expr, $found:expr) => {{
+        let [s0, s1] = &mut $set.slots;
+        s1.generation = s0.generation;
+        s1.dst = s0.dst;
+        s1.present = s0.present;
+        s1.route = s0.route;
+        s0.generation = $generation;
+        s0.dst = $key;
+        s0.present = u32::from($found.is_some());
+        s0.route = $found.unwrap_or_default();
+    }};
+}
+
+/// Longest-prefix match for an IPv4 destination, through the per-CPU route cache.
+#[inline(always)]
+fn lookup_v4(ip: &Ipv4Hdr, generation: u64) -> Option<Route> {
+    // SAFETY: `ip` is a bounds-checked header at offset 14 of a 2-aligned frame.
+    let key = unsafe { addr_word(ip.dst.as_ptr()) };
+    let Some(set) = DCMESH_RCACHE_V4.get_ptr_mut(route_cache_slot(key, ROUTE_CACHE_V4_BITS)) else {
+        return DCMESH_ROUTES_V4.get(Key::new(32, ip.dst)).copied();
+    };
+    // SAFETY: per-CPU set, read and written on this CPU only.
+    let set = unsafe { &mut *set };
+    cached!(set.slots[0], key, generation);
+    cached!(set.slots[1], key, generation);
+    let found = DCMESH_ROUTES_V4.get(Key::new(32, ip.dst)).copied();
+    refill!(set, key, generation, found);
     found
 }
 
+/// Longest-prefix match for an IPv6 destination, as [`lookup_v4`].
 #[inline(always)]
-fn route_decision(route: Option<Route>, cfg: &DatapathConfig) -> Decision {
+fn lookup_v6(ip: &Ipv6Hdr, generation: u64) -> Option<Route> {
+    let p = ip.dst.as_ptr();
+    // SAFETY: `ip` is a bounds-checked header at offset 14 of a 2-aligned frame.
+    let key = unsafe {
+        [
+            addr_word(p),
+            addr_word(p.add(4)),
+            addr_word(p.add(8)),
+            addr_word(p.add(12)),
+        ]
+    };
+    let folded = key[0] ^ key[1] ^ key[2] ^ key[3];
+    let Some(set) = DCMESH_RCACHE_V6.get_ptr_mut(route_cache_slot(folded, ROUTE_CACHE_V6_BITS))
+    else {
+        return DCMESH_ROUTES_V6.get(Key::new(128, ip.dst)).copied();
+    };
+    // SAFETY: per-CPU set, read and written on this CPU only.
+    let set = unsafe { &mut *set };
+    cached!(set.slots[0], key, generation);
+    cached!(set.slots[1], key, generation);
+    let found = DCMESH_ROUTES_V6.get(Key::new(128, ip.dst)).copied();
+    refill!(set, key, generation, found);
+    found
+}
+
+/// Where a packet came from: its ingress interface and the Ethernet source (the neighbour
+/// that sent it).
+struct Arrival<'a> {
+    ifindex: u32,
+    src_mac: &'a [u8; 6],
+}
+
+impl Arrival<'_> {
+    /// Whether sending through `nh` would return the packet to the neighbour it came from.
+    #[inline(always)]
+    fn is_uturn(&self, nh: &NextHop) -> bool {
+        if nh.ifindex != self.ifindex {
+            return false;
+        }
+        // Three 16-bit compares: both sides are 2-byte aligned.
+        let (a, b) = (self.src_mac.as_ptr(), nh.dst_mac.as_ptr());
+        // SAFETY: six bytes inside the checked Ethernet header and inside the map value.
+        unsafe {
+            word(a) == word(b)
+                && word(a.add(2)) == word(b.add(2))
+                && word(a.add(4)) == word(b.add(4))
+        }
+    }
+}
+
+/// The next hop for `route`: its primary, or its loop-free alternate (RFC 5286) when the
+/// primary is marked down or would send the packet straight back to the neighbour it came
+/// from. That "U-turn" is the two-node microloop of a mesh still converging (the neighbour
+/// routes through us, we still route through it); the alternate is loop-free by
+/// construction, and without one the packet is dropped and counted rather than bounced
+/// until its TTL runs out.
+#[inline(always)]
+fn route_decision(route: Option<Route>, cfg: &DatapathConfig, from: &Arrival) -> Decision {
     let Some(route) = route else {
         return if cfg.flags & CFG_F_MISS_DROP != 0 {
             Decision::Done(Counter::DropMiss, DROP)
@@ -150,17 +241,22 @@ fn route_decision(route: Option<Route>, cfg: &DatapathConfig) -> Decision {
     let Some(nh) = usable(route.nexthop) else {
         return Decision::Done(Counter::DropNoNextHop, DROP);
     };
-    if nh.flags & NH_F_DOWN == 0 {
+    let down = nh.flags & NH_F_DOWN != 0;
+    if !down && !from.is_uturn(nh) {
         return Decision::Send(nh);
     }
     if flags & ROUTE_F_HAS_ALT != 0 {
         if let Some(alt) = usable(route.alt_nexthop) {
-            if alt.flags & NH_F_DOWN == 0 {
+            if alt.flags & NH_F_DOWN == 0 && !from.is_uturn(alt) {
                 return Decision::Send(alt);
             }
         }
     }
-    Decision::Done(Counter::DropNextHopDown, DROP)
+    if down {
+        Decision::Done(Counter::DropNextHopDown, DROP)
+    } else {
+        Decision::Done(Counter::DropUturn, DROP)
+    }
 }
 
 /// The next-hop entry `id`, if it is a valid (written, non-zero) id.
@@ -194,7 +290,7 @@ fn transmit(eth: &mut EthHdr, nh: &NextHop, ok: Counter) -> (Counter, u32) {
 }
 
 #[inline(always)]
-fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
+fn forward_v4(start: usize, end: usize, eth: &mut EthHdr, ingress: u32) -> (Counter, u32) {
     let Some(ip) = ptr_at::<Ipv4Hdr>(start, end, ETH_LEN) else {
         return (Counter::DropMalformed, DROP);
     };
@@ -216,14 +312,12 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
         return (Counter::PassLinkLocal, PASS);
     }
     let cfg = config();
-    let route = lookup(
-        &DCMESH_RCACHE_V4,
-        &DCMESH_ROUTES_V4,
-        &dst,
-        cfg.routes_v4,
-        cfg.generation,
-    );
-    let nh = match route_decision(route, &cfg) {
+    let route = lookup_v4(ip, cfg.generation);
+    let from = Arrival {
+        ifindex: ingress,
+        src_mac: &eth.src,
+    };
+    let nh = match route_decision(route, &cfg, &from) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,
     };
@@ -233,10 +327,12 @@ fn forward_v4(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
     if nh.mtu != 0 && tot_len > nh.mtu as usize {
         return (Counter::PassMtu, PASS);
     }
-    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
     ip.ttl -= 1;
-    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.check = csum::update16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
+    // SAFETY: the checksum field is inside the checked header, 2-byte aligned (offset 24).
+    unsafe {
+        let check = ip.check.as_mut_ptr() as *mut u16;
+        *check = csum::ttl_decremented(*check);
+    }
     transmit(eth, nh, Counter::FwdV4)
 }
 
@@ -282,7 +378,7 @@ fn v4_checksum_ok(start: usize, end: usize, ihl: usize) -> bool {
 }
 
 #[inline(always)]
-fn forward_v6(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
+fn forward_v6(start: usize, end: usize, eth: &mut EthHdr, ingress: u32) -> (Counter, u32) {
     let Some(ip) = ptr_at::<Ipv6Hdr>(start, end, ETH_LEN) else {
         return (Counter::DropMalformed, DROP);
     };
@@ -304,14 +400,12 @@ fn forward_v6(start: usize, end: usize, eth: &mut EthHdr) -> (Counter, u32) {
         return (Counter::PassHopByHop, PASS);
     }
     let cfg = config();
-    let route = lookup(
-        &DCMESH_RCACHE_V6,
-        &DCMESH_ROUTES_V6,
-        &dst,
-        cfg.routes_v6,
-        cfg.generation,
-    );
-    let nh = match route_decision(route, &cfg) {
+    let route = lookup_v6(ip, cfg.generation);
+    let from = Arrival {
+        ifindex: ingress,
+        src_mac: &eth.src,
+    };
+    let nh = match route_decision(route, &cfg, &from) {
         Decision::Done(c, a) => return (c, a),
         Decision::Send(nh) => nh,
     };

@@ -37,6 +37,13 @@ pub enum LoaderError {
     BadPrefix(String, String),
     #[error("map {map}: {reason}")]
     Map { map: &'static str, reason: String },
+    #[error("pinned map {path} was made by another dcmesh version: it has {found}, this one needs {expected}; remove the old datapath with \"dcmesh-loader --pin-dir {pin_dir} teardown\" (forwarding stops until the new one is attached) and start again")]
+    PinnedMapMismatch {
+        path: PathBuf,
+        pin_dir: PathBuf,
+        found: String,
+        expected: String,
+    },
     #[error("pinned maps not found under {0}; is the datapath loaded (\"dcmesh-loader attach\")?")]
     NotLoaded(PathBuf),
     #[error("{what}: {source}")]

@@ -82,17 +82,14 @@ impl Datapath {
                 .map(|name| (*name, dir.join("maps").join(name)))
                 .collect();
             for (name, path) in &map_paths {
+                check_pinned_shape(dir, name, path)?;
                 loader.map_pin_path(name, path.as_path());
             }
         }
         let mut ebpf = loader.load(DCMESH_OBJ).map_err(LoaderError::load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(LoaderError::program)?;
-        let mut tables = Tables::take_from(&mut ebpf)?;
-        if pin_dir.is_some() {
-            // Reused tables: make the route counts exact again.
-            tables.recount_routes()?;
-        }
+        let tables = Tables::take_from(&mut ebpf)?;
         Ok(Self {
             ebpf,
             tables,
@@ -165,6 +162,52 @@ impl Datapath {
     fn link_pin(&self, iface: &str) -> Option<PathBuf> {
         self.pin_dir.as_ref().map(|d| link_pin_path(d, iface))
     }
+}
+
+/// Key size, value size and capacity this build's program expects of a forwarding map.
+fn expected_shape(name: &str) -> Option<(u32, u32, u32)> {
+    use core::mem::size_of;
+    use dcmesh_schema::*;
+    let v = |n: usize| n as u32;
+    Some(match name {
+        maps::ROUTES_V4 => (4 + 4, v(size_of::<Route>()), MAX_ROUTES_V4),
+        maps::ROUTES_V6 => (4 + 16, v(size_of::<Route>()), MAX_ROUTES_V6),
+        maps::NEXTHOPS => (4, v(size_of::<NextHop>()), MAX_NEXTHOPS),
+        // `bpf_devmap_val`: ifindex and a program fd/id.
+        maps::TX_PORTS => (4, 8, MAX_TX_PORTS),
+        maps::CONFIG => (4, v(size_of::<DatapathConfig>()), 1),
+        maps::COUNTERS => (4, v(size_of::<CounterValue>()), NUM_COUNTERS),
+        _ => return None,
+    })
+}
+
+/// Refuses a pinned map whose shape differs from what this build expects (left by another
+/// dcmesh version): the kernel would reuse it silently and the program would misread it.
+fn check_pinned_shape(pin_dir: &Path, name: &str, path: &Path) -> Result<(), LoaderError> {
+    let (Some(want), true) = (expected_shape(name), path.exists()) else {
+        return Ok(());
+    };
+    let info = aya::maps::MapInfo::from_pin(path).map_err(LoaderError::map(maps_name(name)))?;
+    let found = (info.key_size(), info.value_size(), info.max_entries());
+    if found == want {
+        return Ok(());
+    }
+    let show = |(k, v, n): (u32, u32, u32)| format!("key {k} B, value {v} B, {n} entries");
+    Err(LoaderError::PinnedMapMismatch {
+        path: path.to_path_buf(),
+        pin_dir: pin_dir.to_path_buf(),
+        found: show(found),
+        expected: show(want),
+    })
+}
+
+/// The schema's `'static` name for a forwarding map name.
+fn maps_name(name: &str) -> &'static str {
+    maps::FORWARDING
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .unwrap_or("pinned map")
 }
 
 fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {

@@ -96,27 +96,6 @@ impl NextHopSpec {
     }
 }
 
-/// Inserts `key` → `value`; returns whether the key is new (for the route count).
-fn upsert<K: aya::Pod>(
-    trie: &mut LpmTrie<MapData, K, Route>,
-    key: &Key<K>,
-    value: Route,
-    map: &'static str,
-) -> Result<bool, LoaderError> {
-    const BPF_NOEXIST: u64 = 1;
-    match trie.insert(key, value, BPF_NOEXIST) {
-        Ok(()) => Ok(true),
-        Err(aya::maps::MapError::SyscallError(e))
-            if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
-        {
-            trie.insert(key, value, 0)
-                .map(|()| false)
-                .map_err(LoaderError::map(map))
-        }
-        Err(e) => Err(LoaderError::map(map)(e)),
-    }
-}
-
 /// Per-counter totals summed over CPUs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters(pub Vec<CounterValue>);
@@ -224,21 +203,25 @@ impl Tables {
             }
         }
         let value = target.encode();
-        let added = match prefix.trunc() {
-            IpNet::V4(n) => upsert(
-                &mut self.routes_v4,
-                &Key::new(n.prefix_len().into(), n.addr().octets()),
-                value,
-                maps::ROUTES_V4,
-            )?,
-            IpNet::V6(n) => upsert(
-                &mut self.routes_v6,
-                &Key::new(n.prefix_len().into(), n.addr().octets()),
-                value,
-                maps::ROUTES_V6,
-            )?,
-        };
-        self.table_changed(prefix.addr().is_ipv4(), i64::from(added))
+        match prefix.trunc() {
+            IpNet::V4(n) => self
+                .routes_v4
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value,
+                    0,
+                )
+                .map_err(LoaderError::map(maps::ROUTES_V4))?,
+            IpNet::V6(n) => self
+                .routes_v6
+                .insert(
+                    &Key::new(n.prefix_len().into(), n.addr().octets()),
+                    value,
+                    0,
+                )
+                .map_err(LoaderError::map(maps::ROUTES_V6))?,
+        }
+        self.table_changed()
     }
 
     /// Removes the route for exactly `prefix`.
@@ -254,32 +237,14 @@ impl Tables {
                 .remove(&Key::new(n.prefix_len().into(), n.addr().octets()))
                 .map_err(missing)?,
         }
-        self.table_changed(prefix.addr().is_ipv4(), -1)
+        self.table_changed()
     }
 
-    /// Records a route change: adjusts the family's route count by `delta` and bumps the
-    /// generation, invalidating every route-cache entry. Called after the trie write, so a
-    /// packet that sees the new generation also sees the new trie.
-    fn table_changed(&mut self, v4: bool, delta: i64) -> Result<(), LoaderError> {
+    /// Records a route change: bumps the generation, invalidating every route-cache slot.
+    /// Called after the trie write, so a packet that sees the new generation also sees the
+    /// new trie.
+    fn table_changed(&mut self) -> Result<(), LoaderError> {
         let mut cfg = self.config.get(&0, 0).unwrap_or_default();
-        let count = if v4 {
-            &mut cfg.routes_v4
-        } else {
-            &mut cfg.routes_v6
-        };
-        *count = (i64::from(*count) + delta).clamp(0, i64::from(u32::MAX)) as u32;
-        cfg.generation = cfg.generation.wrapping_add(1);
-        self.config
-            .set(0, cfg, 0)
-            .map_err(LoaderError::map(maps::CONFIG))
-    }
-
-    /// Recounts both route tables into the config (another writer may have raced us; the
-    /// count only steers a performance choice, but it should not drift forever).
-    pub fn recount_routes(&mut self) -> Result<(), LoaderError> {
-        let mut cfg = self.config.get(&0, 0).unwrap_or_default();
-        cfg.routes_v4 = self.routes_v4.keys().count() as u32;
-        cfg.routes_v6 = self.routes_v6.keys().count() as u32;
         cfg.generation = cfg.generation.wrapping_add(1);
         self.config
             .set(0, cfg, 0)

@@ -149,3 +149,68 @@ fn bad_input_is_refused_clearly() {
     let (ok, err) = loader(&ns, p, &["teardown"]);
     assert!(ok, "{err}");
 }
+
+/// Creates a `PERCPU_ARRAY` map (key 4, value 16) with `entries` entries and pins it at
+/// `path`, as an older dcmesh with fewer counters would have (raw `bpf(2)`: aya has no
+/// public map-creation call).
+fn pin_percpu_array(path: &str, entries: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let mut create = [0u32; 32];
+    create[..4].copy_from_slice(&[BPF_MAP_TYPE_PERCPU_ARRAY, 4, 16, entries]);
+    // SAFETY: bpf(2) with a zeroed attr union of adequate size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            create.as_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpath = std::ffi::CString::new(path).unwrap();
+    let mut pin = [0u64; 4];
+    pin[0] = cpath.as_ptr() as u64;
+    pin[1] = fd as u64;
+    // SAFETY: bpf(2) with a BPF_OBJ_PIN attr (pathname pointer, fd) that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            pin.as_ptr(),
+            std::mem::size_of_val(&pin),
+        )
+    };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: closing the fd we created; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// Pinned maps left by another dcmesh version (here: a counters map with fewer entries)
+/// are refused with a message naming the map and the way out, not silently reused.
+#[test]
+fn pinned_map_of_another_version_is_refused() {
+    require_root();
+    let ns = Netns::create("cliv").unwrap();
+    let bpffs = Bpffs::mount("cliv");
+    let pin = format!("{}/pins", bpffs.0.display());
+    std::fs::create_dir_all(format!("{pin}/maps")).unwrap();
+    let counters = format!("{pin}/maps/{}", dcmesh_schema::maps::COUNTERS);
+    pin_percpu_array(&counters, dcmesh_schema::NUM_COUNTERS - 1);
+    fails_with(
+        &ns,
+        &pin,
+        &["attach", "lo", "--mode", "generic"],
+        "was made by another dcmesh version",
+    );
+    let (_, err) = loader(&ns, &pin, &["attach", "lo", "--mode", "generic"]);
+    assert!(err.contains("teardown"), "{err}");
+    std::fs::remove_file(&counters).unwrap();
+    let (ok, err) = loader(&ns, &pin, &["attach", "lo", "--mode", "generic"]);
+    assert!(ok, "a clean pin dir loads: {err}");
+}

@@ -515,6 +515,99 @@ fn nexthop_down_uses_alternate() {
     );
 }
 
+/// `frame` as sent by the neighbour of next hop `n` (its MAC as the Ethernet source). The
+/// fixtures' next hops all leave through `lo`, which is also the ingress of a test run.
+fn from_neighbour(mut frame: Vec<u8>, n: usize) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&NH_MAC[n]);
+    frame
+}
+
+/// A packet whose route leads straight back to the neighbour it came from takes the
+/// loop-free alternate, or is dropped and counted as a U-turn, never bounced back.
+#[test]
+fn uturn_takes_alternate_or_drops() {
+    let mut dp = datapath();
+    let t: &mut Tables = dp.tables();
+    t.set_route(
+        net("10.77.0.0/16"),
+        RouteTarget::Via {
+            id: 2,
+            alt: Some(3),
+        },
+    )
+    .unwrap();
+    t.set_route(
+        net("10.79.0.0/16"),
+        RouteTarget::Via {
+            id: 2,
+            alt: Some(2),
+        },
+    )
+    .unwrap();
+    let a = V4::to([10, 77, 0, 1]).build();
+    let a6 = V6::to(v6("2001:db8:1:2::3")).build();
+    let c = V4::to([10, 79, 0, 1]).build();
+    check(
+        &mut dp,
+        vec![
+            case(
+                "from another neighbour",
+                from_neighbour(a.clone(), 4),
+                Expect::Forward(2),
+                Counter::FwdV4,
+            ),
+            case(
+                "back to the sender -> alternate",
+                from_neighbour(a.clone(), 2),
+                Expect::Forward(3),
+                Counter::FwdV4,
+            ),
+            case(
+                "from the alternate's neighbour: primary",
+                from_neighbour(a.clone(), 3),
+                Expect::Forward(2),
+                Counter::FwdV4,
+            ),
+            case(
+                "IPv6 back to the sender, no alternate",
+                from_neighbour(a6.clone(), 4),
+                Expect::Drop,
+                Counter::DropUturn,
+            ),
+            case(
+                "IPv6 from elsewhere",
+                from_neighbour(a6, 3),
+                Expect::Forward(4),
+                Counter::FwdV6,
+            ),
+            case(
+                "alternate is the sender too",
+                from_neighbour(c, 2),
+                Expect::Drop,
+                Counter::DropUturn,
+            ),
+        ],
+    );
+    dp.tables().set_nexthop_down(2, true).unwrap();
+    check(
+        &mut dp,
+        vec![
+            case(
+                "primary down, alternate is the sender",
+                from_neighbour(a.clone(), 3),
+                Expect::Drop,
+                Counter::DropNextHopDown,
+            ),
+            case(
+                "primary down -> alternate",
+                from_neighbour(a, 4),
+                Expect::Forward(3),
+                Counter::FwdV4,
+            ),
+        ],
+    );
+}
+
 #[test]
 fn deleted_nexthop_drops_and_route_needs_nexthop() {
     let mut dp = datapath();
@@ -568,16 +661,16 @@ fn routes_round_trip() {
 }
 
 /// Route changes (add, replace, delete, a miss becoming a hit) take effect for the very next
-/// packet: on a small table (direct trie walk) and on a large one, where the per-CPU route
-/// cache must never serve a stale answer.
+/// packet: the per-CPU route cache must never serve a stale answer, on a small table and on
+/// a larger one.
 #[test]
 fn route_changes_take_effect_at_once() {
     route_changes(0);
 }
 
 #[test]
-fn route_changes_take_effect_at_once_through_the_cache() {
-    route_changes(dcmesh_schema::ROUTE_CACHE_MIN_ROUTES + 50);
+fn route_changes_take_effect_at_once_on_a_larger_table() {
+    route_changes(300);
 }
 
 fn route_changes(extra_routes: u32) {
