@@ -723,16 +723,22 @@ mod tests {
         assert!(e.contains("x"), "{e}");
     }
 
-    #[test]
-    fn the_readme_lanes_example_is_valid() {
-        let readme = include_str!("../README.md");
-        let block: String = readme[readme.find("## TSN lanes").unwrap()..]
-            .lines()
+    /// The first ```toml block of `text` whose lines start with `prefix`, without it.
+    fn toml_block(text: &str, prefix: &str) -> String {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.trim_end()))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
             .skip_while(|l| *l != "```toml")
             .skip(1)
             .take_while(|l| *l != "```")
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("\n")
+    }
+
+    #[test]
+    fn the_readme_lanes_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let block = toml_block(&readme[readme.find("## TSN lanes").unwrap()..], "");
         let b = base();
         let head = &b[..b.find("[[interface]]").unwrap()];
         let c = Config::parse(&format!("{head}{block}")).unwrap_or_else(|e| panic!("{e}"));
@@ -745,14 +751,7 @@ mod tests {
 
     #[test]
     fn the_module_example_is_a_valid_config() {
-        let doc: String = include_str!("config.rs")
-            .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| l.trim_start_matches("//!").trim_start())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let doc = toml_block(include_str!("config.rs"), "//! ");
         let a = Identity::from_seed([1; 32]).id();
         let b = Identity::from_seed([2; 32]).id();
         let c = Identity::from_seed([3; 32]).id();

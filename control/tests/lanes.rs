@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use common::Mesh;
 use dcmesh_control::api::Query;
@@ -66,20 +66,41 @@ fn egress(m: &Mesh) -> Vec<(u32, String)> {
         .unwrap()
 }
 
-/// The id of the lanes program on `to1`'s egress; panics if there is none.
-fn lanes_program(m: &Mesh) -> u32 {
-    let progs = egress(m);
-    let lanes: Vec<u32> = progs
-        .iter()
+/// Ids of the lanes programs on `to1`'s egress.
+fn lanes_programs(m: &Mesh) -> Vec<u32> {
+    egress(m)
+        .into_iter()
         .filter(|(_, n)| n == dcmesh_schema::lanes::PROGRAM)
-        .map(|(id, _)| *id)
-        .collect();
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The id of the lanes program on `to1`'s egress; panics unless there is exactly one.
+fn lanes_program(m: &Mesh) -> u32 {
+    let ids = lanes_programs(m);
     assert_eq!(
-        lanes.len(),
+        ids.len(),
         1,
-        "exactly one lanes program on {IFACE}'s egress: {progs:?}"
+        "exactly one lanes program on {IFACE}'s egress: {:?}",
+        egress(m)
     );
-    lanes[0]
+    ids[0]
+}
+
+/// `dcmesh lanes remove` for `to1` inside node 0's namespace.
+fn remove_lanes(m: &Mesh) -> anyhow::Result<std::process::Output> {
+    let pin_dir = m.pin_dir(0);
+    m.nodes[0].ns.exec(
+        env!("CARGO_BIN_EXE_dcmesh"),
+        &[
+            "lanes",
+            "remove",
+            "--interface",
+            IFACE,
+            "--pin-dir",
+            pin_dir.to_str().unwrap(),
+        ],
+    )
 }
 
 /// A metric sample of node 0 with exactly these labels (0 when absent).
@@ -275,47 +296,17 @@ fn daemon_lanes_survive_restarts_and_follow_the_config() {
     // A clean stop leaves the lanes in place too.
     m.stop(0);
     assert_eq!(lanes_program(&m), prog_b, "still attached after SIGTERM");
-    let pin_dir = m.pin_dir(0);
-    let out = m.nodes[0]
-        .ns
-        .exec(
-            env!("CARGO_BIN_EXE_dcmesh"),
-            &[
-                "lanes",
-                "remove",
-                "--interface",
-                IFACE,
-                "--pin-dir",
-                pin_dir.to_str().unwrap(),
-            ],
-        )
-        .unwrap();
+    let out = remove_lanes(&m).unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("TC program detached, pinned maps removed, HTB queues deleted"),
         "{said}"
     );
-    assert!(
-        !egress(&m)
-            .iter()
-            .any(|(_, n)| n == dcmesh_schema::lanes::PROGRAM),
-        "program detached"
-    );
+    assert!(lanes_programs(&m).is_empty(), "program detached");
     assert!(!tc(&m, &["qdisc", "show", "dev", IFACE]).contains("htb"));
-    assert!(!Path::new(&pin_dir.join("lanes").join(IFACE)).exists());
+    assert!(!m.pin_dir(0).join("lanes").join(IFACE).exists());
     // Removing again says there is nothing to remove.
-    let again = m.nodes[0].ns.exec(
-        env!("CARGO_BIN_EXE_dcmesh"),
-        &[
-            "lanes",
-            "remove",
-            "--interface",
-            IFACE,
-            "--pin-dir",
-            pin_dir.to_str().unwrap(),
-        ],
-    );
-    let e = format!("{again:?}");
+    let e = format!("{:?}", remove_lanes(&m));
     assert!(e.contains("no lanes installed"), "{e}");
 }
 
@@ -340,9 +331,7 @@ fn missing_kernel_features_degrade_instead_of_crashing() {
         );
         assert!(m.log(0).contains("TSN lanes NOT active"), "{}", m.log(0));
         assert!(
-            !egress(&m)
-                .iter()
-                .any(|(_, n)| n == dcmesh_schema::lanes::PROGRAM),
+            lanes_programs(&m).is_empty(),
             "no program without its queues"
         );
     } else {

@@ -428,15 +428,8 @@ pub struct LaneSetup {
 /// attaches (in that order, so the first frame already meets the plan). Warnings are
 /// logged, and so is the active mode.
 pub fn setup(iface: &str, cfg: &LanesConfig) -> Result<LaneSetup, LanesError> {
-    require_root()?;
-    let compiled = cfg.compile()?;
-    for w in &compiled.warnings {
-        log::warn!("{w}");
-    }
-    let spec = QueueSpec::from_compiled(&compiled);
-    let mode = build_queues(iface, &spec)?;
+    let (mode, plan) = prepare(iface, cfg)?;
     log::info!("{iface}: lanes in {mode} mode");
-    let plan = finish_plan(&compiled, mode, spec.major);
     let mut lanes = Lanes::load()?;
     let applied = lanes.apply(&plan)?;
     lanes.attach(iface)?;
@@ -446,6 +439,19 @@ pub fn setup(iface: &str, cfg: &LanesConfig) -> Result<LaneSetup, LanesError> {
         plan,
         applied,
     })
+}
+
+/// Validates `cfg` (logging its warnings), builds the queues on `iface`, and finishes the
+/// plan for the mode they support.
+fn prepare(iface: &str, cfg: &LanesConfig) -> Result<(ActiveMode, Plan), LanesError> {
+    require_root()?;
+    let compiled = cfg.compile()?;
+    for w in &compiled.warnings {
+        log::warn!("{iface}: {w}");
+    }
+    let spec = QueueSpec::from_compiled(&compiled);
+    let mode = build_queues(iface, &spec)?;
+    Ok((mode, finish_plan(&compiled, mode, spec.major)))
 }
 
 /// Lanes made to outlive the process (see [`setup_pinned`]).
@@ -465,14 +471,7 @@ pub struct PinnedSetup {
 /// boundary only if it changed, and swaps the program in atomically: at no point does a
 /// frame leave unclassified.
 pub fn setup_pinned(iface: &str, cfg: &LanesConfig, dir: &Path) -> Result<PinnedSetup, LanesError> {
-    require_root()?;
-    let compiled = cfg.compile()?;
-    for w in &compiled.warnings {
-        log::warn!("{w}");
-    }
-    let spec = QueueSpec::from_compiled(&compiled);
-    let mode = build_queues(iface, &spec)?;
-    let plan = finish_plan(&compiled, mode, spec.major);
+    let (mode, plan) = prepare(iface, cfg)?;
     let mut lanes = Lanes::load_pinned(dir)?;
     let applied = if lanes.active_plan()? == Some(plan) {
         None

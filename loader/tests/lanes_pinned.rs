@@ -3,7 +3,9 @@
 //! link, queues kept, a changed plan switched at a cycle boundary of the new schedule, an
 //! unchanged plan left alone), and `lanes::remove` takes everything away. Counts only.
 
-use std::{net::UdpSocket, path::PathBuf, process::Command};
+mod common;
+
+use std::net::UdpSocket;
 
 use dcmesh_loader::lanes::{self, LaneAttach, LanesError, DEFAULT_MAJOR};
 use dcmesh_testbed::{netns::veth, Netns};
@@ -13,40 +15,6 @@ use dcmesh_tsn::{
 };
 
 const PORT: u16 = 7000;
-
-fn require_root() {
-    // SAFETY: no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test builds namespaces, qdiscs and eBPF programs and needs root; run it as root"
-    );
-}
-
-/// A bpffs of our own (pins must not leak into the host's), unmounted on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn new() -> Self {
-        let p = PathBuf::from(format!("/run/dcmesh-lanes-pinned-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&p)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount bpffs on {}", p.display());
-        Self(p)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn config(lane0_ns: u64) -> LanesConfig {
     let mut c = LanesConfig::new(100_000_000);
@@ -96,8 +64,8 @@ fn lanes_programs(a: &Netns) -> Vec<u32> {
 
 #[test]
 fn pinned_lanes_are_taken_over_and_removed() {
-    require_root();
-    let fs = Bpffs::new();
+    common::require_root();
+    let fs = common::Bpffs::mount("lanes");
     let dir = lanes::pin_dir_for(&fs.0, "la");
     let a = Netns::create("lpa").unwrap();
     let b = Netns::create("lpb").unwrap();
