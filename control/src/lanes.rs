@@ -74,6 +74,12 @@ impl LaneManager {
     /// Sets up (or takes over) the lanes of every target. Never fails: an interface whose
     /// set-up fails is logged as an error and reported in [`ModeName::Failed`].
     pub fn start(pin_root: &Path, targets: &[LaneTarget]) -> Self {
+        for iface in left_behind(pin_root, targets) {
+            log::warn!(
+                "{iface}: TSN lanes from an earlier run are still enforced there (pinned under {}), but the config no longer puts lanes on it; \"dcmesh lanes remove --interface {iface}\" takes them off",
+                lanes::pin_dir_for(pin_root, &iface).display()
+            );
+        }
         let ifaces = targets
             .iter()
             .map(|t| {
@@ -138,6 +144,19 @@ impl LaneManager {
     pub fn status(&self) -> Value {
         Value::Array(self.ifaces.iter().map(iface_status).collect())
     }
+}
+
+/// Interfaces with pinned lanes that `targets` leaves out.
+fn left_behind(pin_root: &Path, targets: &[LaneTarget]) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(pin_root.join("lanes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !targets.iter().any(|t| &t.iface == name))
+        .collect();
+    v.sort();
+    v
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -248,6 +267,22 @@ fn iface_status(f: &IfaceLanes) -> Value {
 mod tests {
     use super::*;
     use dcmesh_schema::CounterValue;
+
+    #[test]
+    fn pins_the_config_left_behind_are_found() {
+        let root = std::env::temp_dir().join(format!("dcmesh-lanes-left-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(left_behind(&root, &[]).is_empty(), "no pin dir at all");
+        for i in ["mesh0", "mesh1", "mesh2"] {
+            std::fs::create_dir_all(lanes::pin_dir_for(&root, i)).unwrap();
+        }
+        let t = |iface: &str| LaneTarget {
+            iface: iface.into(),
+            config: dcmesh_tsn::config::LanesConfig::new(100_000_000),
+        };
+        assert_eq!(left_behind(&root, &[t("mesh1")]), ["mesh0", "mesh2"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn counters_json_keeps_what_counted() {
