@@ -157,8 +157,10 @@ impl Neighbours {
         }
     }
 
-    /// Forgets SNR samples on `iface` older than `max_age_ms`, so a source that stopped
-    /// reporting a neighbour leaves it without SNR (plain ETX) instead of a stale value.
+    /// Forgets the SNR of neighbours on `iface` whose newest sample is older than
+    /// `max_age_ms`, so a source that stopped reporting a neighbour leaves it without
+    /// SNR (plain ETX) instead of a stale value. Fresh neighbours keep their whole trend
+    /// window.
     pub fn expire_snr(&mut self, iface: usize, max_age_ms: u64, now_ms: u64) {
         let Some(map) = self.per_iface.get_mut(iface) else {
             return;
@@ -166,8 +168,8 @@ impl Neighbours {
         let t = now_ms as f64 / 1000.0;
         let max_age = max_age_ms as f64 / 1000.0;
         for n in map.values_mut() {
-            while n.snr.front().is_some_and(|s| t - s.0 > max_age) {
-                n.snr.pop_front();
+            if n.snr.back().is_some_and(|s| t - s.0 > max_age) {
+                n.snr.clear();
             }
         }
     }
@@ -418,6 +420,12 @@ mod tests {
         n.set_snr(0, Some([2, 0, 0, 0, 0, 1]), 12.0, 0);
         n.set_snr(1, None, 12.0, 0);
         n.set_snr(0, Some([2, 0, 0, 0, 0, 1]), 11.0, 1000);
+        n.expire_snr(0, 500, 1000);
+        assert_eq!(
+            n.links(1000, &p)[0].snr_slope_db_s,
+            Some(-1.0),
+            "a fresh neighbour keeps its older samples for the trend"
+        );
         n.expire_snr(0, 4000, 5000);
         assert_eq!(
             n.links(5000, &p)[0].snr_db,
@@ -425,7 +433,7 @@ mod tests {
             "1000 ms sample is 4 s old"
         );
         n.expire_snr(0, 4000, 5001);
-        assert_eq!(n.links(5001, &p)[0].snr_db, None, "every sample too old");
+        assert_eq!(n.links(5001, &p)[0].snr_db, None, "newest sample too old");
         let l = &n.links(5001, &p)[0];
         assert_eq!(
             l.cost,
