@@ -31,13 +31,19 @@
 //! [[interface]]
 //! name = "mesh0"
 //! snr = { source = "file", path = "/run/dcmesh/snr-mesh0" }  # or "static" (db = 30), "nl80211", "none"
-//!
-//! [[interface]]
-//! name = "wlan-mesh"
-//! snr = { source = "nl80211", default_noise_dbm = -95.0 }  # station signal − channel noise
 //! ```
 //!
-//! SNR sources (per interface, `source` selects one):
+//! `local_convergence_delay_ms` (RFC 8333): when a neighbour this node forwards through
+//! is lost, traffic moves at once to the loop-free alternates, and this node's new routes
+//! wait this long, so the rest of the mesh (which installs at once) converges first and
+//! no neighbour still routing back through us sees a transient loop. It must cover
+//! flooding the advert across the mesh plus one route computation on the slowest node:
+//! tens of ms per hop on a busy radio mesh, so 1 s suits meshes of a dozen hops. Routes
+//! with no alternate are dropped meanwhile rather than looped; any other change in the
+//! mesh ends the wait at once. See `microloop`.
+//!
+//! SNR sources (per interface, `source` selects one), for example
+//! `snr = { source = "nl80211", default_noise_dbm = -92.0 }` on a 40 MHz radio:
 //! - `none` (default): cost is plain ETX.
 //! - `static`, `db`: one SNR for every neighbour on the interface.
 //! - `file`, `path`: lines `<neighbour MAC or *> <SNR dB>`, re-read every hello interval
@@ -52,15 +58,6 @@
 //!   without a fresh reading for `dead_interval_ms` loses its SNR. The daemon refuses
 //!   to start when the kernel has no nl80211 (no cfg80211) or the interface is not a
 //!   wireless one. Details, plausibility rules and metrics: `snr_nl80211`.
-//!
-//! `local_convergence_delay_ms` (RFC 8333): when a neighbour this node forwards through
-//! is lost, traffic moves at once to the loop-free alternates, and this node's new routes
-//! wait this long, so the rest of the mesh (which installs at once) converges first and
-//! no neighbour still routing back through us sees a transient loop. It must cover
-//! flooding the advert across the mesh plus one route computation on the slowest node:
-//! tens of ms per hop on a busy radio mesh, so 1 s suits meshes of a dozen hops. Routes
-//! with no alternate are dropped meanwhile rather than looped; any other change in the
-//! mesh ends the wait at once. See `microloop`.
 use std::{net::SocketAddr, path::PathBuf};
 
 use ipnet::IpNet;

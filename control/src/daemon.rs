@@ -94,6 +94,8 @@ struct Daemon {
     own: OwnCert,
     ifaces: Vec<Iface>,
     nbrs: Neighbours,
+    /// The nl80211 SNR poller, when an interface uses it.
+    snr_nl80211: Option<crate::snr_nl80211::Nl80211Snr>,
     lsdb: Lsdb,
     hello_certs: CertCache,
     own_certs: CertCache,
@@ -112,8 +114,6 @@ struct Daemon {
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
     fib: Option<Fib>,
-    /// The nl80211 SNR poller, when an interface uses it.
-    snr_nl80211: Option<crate::snr_nl80211::Nl80211Snr>,
     metrics: Arc<Mutex<Metrics>>,
     start: Instant,
     dirty: bool,
@@ -326,6 +326,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         my_id,
         own,
         ifaces,
+        snr_nl80211,
         lsdb,
         hello_certs: CertCache::default(),
         own_certs: CertCache::default(),
@@ -341,7 +342,6 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         hold: Hold::new(lcd_ms),
         worse: BTreeSet::new(),
         fib,
-        snr_nl80211,
         metrics,
         start: Instant::now(),
         dirty: true,

@@ -6,8 +6,7 @@
 //! `hellos_rejected_total{reason}`, `spf_duration_seconds` (histogram),
 //! `own_cert_valid` (0 or 1), `own_cert_expiry_timestamp_seconds`,
 //! `datapath_packets_total{counter}` and `datapath_bytes_total{counter}` (the XDP
-//! program's verdict counters), `route_write_errors_total`; the nl80211 SNR source
-//! registers its own (`snr_nl80211_*`, see `snr_nl80211`).
+//! program's verdict counters), `route_write_errors_total`.
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicU64, Arc},
