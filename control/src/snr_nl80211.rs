@@ -565,6 +565,7 @@ impl Nl80211Snr {
         let latest: Latest = Arc::new(Mutex::new(vec![None; targets.len()]));
         let period = Duration::from_millis(cfg.hello_interval_ms);
         let task = tokio::spawn(poll_loop(
+            Netlink,
             targets.clone(),
             Arc::downgrade(&latest),
             period,
@@ -602,14 +603,46 @@ struct LogState {
     defaulted_said: bool,
 }
 
-async fn poll_loop(
+/// What the poller talks to: the kernel over generic netlink, or a test's stand-in.
+trait Kernel: Send + Sync + 'static {
+    type Conn: Clone + Send + Sync;
+    fn connect(
+        &self,
+        limit: Duration,
+    ) -> impl std::future::Future<Output = Result<Self::Conn, Nl80211Error>> + Send;
+    fn dump(
+        &self,
+        conn: &Self::Conn,
+        ifindex: u32,
+    ) -> impl std::future::Future<Output = Result<(Vec<Station>, Vec<SurveyEntry>), Nl80211Error>> + Send;
+}
+
+/// The kernel's nl80211.
+struct Netlink;
+
+impl Kernel for Netlink {
+    type Conn = Nl80211Handle;
+    async fn connect(&self, limit: Duration) -> Result<Nl80211Handle, Nl80211Error> {
+        connect(limit).await
+    }
+    async fn dump(
+        &self,
+        conn: &Nl80211Handle,
+        ifindex: u32,
+    ) -> Result<(Vec<Station>, Vec<SurveyEntry>), Nl80211Error> {
+        dump(conn, ifindex).await
+    }
+}
+
+async fn poll_loop<K: Kernel>(
+    kernel: K,
     targets: Vec<Target>,
     latest: std::sync::Weak<Mutex<Vec<Option<Vec<SnrReading>>>>>,
     period: Duration,
     limit: Duration,
     counters: Counters,
 ) {
-    let mut handle: Option<Nl80211Handle> = None;
+    let mut conn: Option<K::Conn> = None;
     let mut logs = vec![LogState::default(); targets.len()];
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -618,13 +651,15 @@ async fn poll_loop(
         let Some(latest) = latest.upgrade() else {
             return;
         };
-        let h = match &handle {
-            Some(h) => Ok(h.clone()),
-            None => connect(limit).await.inspect(|h| handle = Some(h.clone())),
+        let c = match &conn {
+            Some(c) => Ok(c.clone()),
+            None => within(limit, kernel.connect(limit))
+                .await
+                .inspect(|c| conn = Some(c.clone())),
         };
         for (k, t) in targets.iter().enumerate() {
-            let result = match &h {
-                Ok(h) => within(limit, dump(h, t.ifindex)).await,
+            let result = match &c {
+                Ok(c) => within(limit, kernel.dump(c, t.ifindex)).await,
                 Err(e) => Err(e.clone()),
             };
             match result {
@@ -652,7 +687,7 @@ async fn poll_loop(
                         logs[k].failing = Some(reason);
                     }
                     if e.needs_reconnect() {
-                        handle = None;
+                        conn = None;
                     }
                 }
             }
@@ -1045,6 +1080,7 @@ mod tests {
                 params: P,
             };
             let task = tokio::spawn(poll_loop(
+                Netlink,
                 vec![target],
                 Arc::downgrade(&latest),
                 Duration::from_millis(50),
@@ -1080,5 +1116,121 @@ mod tests {
                 .expect("poller ended")
                 .unwrap();
         });
+    }
+
+    /// One answer of the stand-in kernel.
+    enum Step {
+        Answer(Vec<Station>, Vec<SurveyEntry>),
+        Fail(Nl80211Error),
+        /// Never answers (a wedged driver).
+        Hang,
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        script: Arc<Mutex<std::collections::VecDeque<Step>>>,
+        connects: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Kernel for Fake {
+        type Conn = ();
+        async fn connect(&self, _: Duration) -> Result<(), Nl80211Error> {
+            self.connects
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        async fn dump(
+            &self,
+            _: &(),
+            ifindex: u32,
+        ) -> Result<(Vec<Station>, Vec<SurveyEntry>), Nl80211Error> {
+            assert_eq!(ifindex, 9, "the target's ifindex is dumped");
+            let step = self.script.lock().unwrap().pop_front();
+            match step {
+                Some(Step::Answer(s, v)) => Ok((s, v)),
+                Some(Step::Fail(e)) => Err(e),
+                Some(Step::Hang) => std::future::pending().await,
+                None => Ok((vec![], vec![])),
+            }
+        }
+    }
+
+    /// The poll loop over a stand-in kernel, on virtual time: readings reach the
+    /// daemon's side, failures are counted by reason, a hung dump times out and the
+    /// socket is opened afresh, and the loop ends when the daemon's side is gone.
+    #[tokio::test(start_paused = true)]
+    async fn the_poller_delivers_readings_and_survives_failures_and_hangs() {
+        let fake = Fake::default();
+        fake.script.lock().unwrap().extend([
+            Step::Answer(vec![sta(A, Some(-60), None)], vec![chan(true, Some(-90))]),
+            Step::Fail(Nl80211Error::Kernel {
+                what: "station dump",
+                errno: libc::ENODEV,
+            }),
+            Step::Hang,
+            Step::Answer(vec![sta(B, None, Some(-70))], vec![]),
+        ]);
+        let counters = Counters::default();
+        let latest: Latest = Arc::new(Mutex::new(vec![None]));
+        let target = Target {
+            iface: 0,
+            name: "mesh9".into(),
+            ifindex: 9,
+            params: P,
+        };
+        let task = tokio::spawn(poll_loop(
+            fake.clone(),
+            vec![target],
+            Arc::downgrade(&latest),
+            Duration::from_millis(1000),
+            Duration::from_millis(500),
+            counters.clone(),
+        ));
+        let failed = |reason: &str| {
+            counters
+                .polls_failed
+                .get_or_create(&IfaceReasonLabels {
+                    iface: "mesh9".into(),
+                    reason: reason.into(),
+                })
+                .get()
+        };
+        let iface = IfaceLabels {
+            iface: "mesh9".into(),
+        };
+        let take = || latest.lock().unwrap()[0].take();
+        let connects = || fake.connects.load(std::sync::atomic::Ordering::SeqCst);
+        let dbs = |r: Option<Vec<SnrReading>>| -> Option<Vec<([u8; 6], f64)>> {
+            r.map(|v| v.iter().map(|r| (r.mac.unwrap(), r.db)).collect())
+        };
+
+        // t = 0: the first poll answers.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(dbs(take()), Some(vec![(A, 30.0)]));
+        assert_eq!(counters.noise_floor.get_or_create(&iface).get(), -90.0);
+        assert_eq!(counters.noise_defaulted.get_or_create(&iface).get(), 0);
+        // t = 1 s: the kernel refuses; counted, nothing delivered, same socket kept.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(take(), None);
+        assert_eq!(failed("not_wireless"), 1);
+        assert_eq!(connects(), 1);
+        // t = 2 s: the dump hangs; at 2.5 s the timeout counts it.
+        tokio::time::sleep(Duration::from_millis(1390)).await;
+        assert_eq!(failed("timeout"), 0, "2.4 s: the hung dump still has time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(failed("timeout"), 1, "a hung dump times out");
+        assert_eq!(take(), None);
+        // t = 3 s: a fresh socket, and readings again (no noise: the default).
+        tokio::time::sleep(Duration::from_millis(410)).await;
+        assert_eq!(connects(), 2, "a new socket after the timeout");
+        assert_eq!(dbs(take()), Some(vec![(B, 25.0)]));
+        assert_eq!(counters.noise_defaulted.get_or_create(&iface).get(), 1);
+        assert_eq!(counters.noise_floor.get_or_create(&iface).get(), -95.0);
+        assert!(!task.is_finished());
+        drop(latest);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the poller ends once the daemon's side is gone")
+            .unwrap();
     }
 }
