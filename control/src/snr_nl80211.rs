@@ -46,8 +46,9 @@
 //!
 //! # Failures
 //! At start ([`check_start`]) the generic netlink family "nl80211" must resolve and
-//! every nl80211 interface must answer a station dump, or the daemon refuses to start
-//! with an error naming the interface. While running, a failed poll is a log line
+//! every nl80211 interface must answer a station and a survey dump (a driver without
+//! survey support is fine), or the daemon refuses to start with an error naming the
+//! interface. While running, a failed poll is a log line
 //! (when the failure starts and when it ends, not every poll) and a count in
 //! `dcmesh_snr_nl80211_polls_failed_total{iface,reason}`; its interface gets no
 //! readings until polls succeed again.
