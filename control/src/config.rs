@@ -71,6 +71,23 @@
 //! tens of ms per hop on a busy radio mesh, so 1 s suits meshes of a dozen hops. Routes
 //! with no alternate are dropped meanwhile rather than looped; any other change in the
 //! mesh ends the wait at once. See `microloop`.
+//!
+//! SNR sources (per interface, `source` selects one), for example
+//! `snr = { source = "nl80211", default_noise_dbm = -92.0 }` on a 40 MHz radio:
+//! - `none` (default): cost is plain ETX.
+//! - `static`, `db`: one SNR for every neighbour on the interface.
+//! - `file`, `path`: lines `<neighbour MAC or *> <SNR dB>`, re-read every hello interval
+//!   (the testbed's radio model writes it); while the file is missing the last readings
+//!   stand.
+//! - `nl80211`: every hello interval, the kernel's station dump gives each peer's signal
+//!   (`SIGNAL_AVG`, else `SIGNAL`, dBm) and the survey dump the noise floor of the
+//!   channel in use; `SNR = signal − noise` dB, keyed by the station's MAC.
+//!   `default_noise_dbm` (default −95, within −120 ..= −50) is the noise floor assumed
+//!   when the driver reports none: thermal noise of a 20 MHz channel plus a typical
+//!   receiver noise figure; use −92 for 40 MHz and −89 for 80 MHz channels. A neighbour
+//!   without a fresh reading for `dead_interval_ms` loses its SNR. The daemon refuses
+//!   to start when the kernel has no nl80211 (no cfg80211) or the interface is not a
+//!   wireless one. Details, plausibility rules and metrics: `snr_nl80211`.
 use std::{net::SocketAddr, path::PathBuf};
 
 use ipnet::IpNet;
@@ -115,6 +132,9 @@ fn d_true() -> bool {
 fn d_proto() -> u8 {
     200
 }
+fn d_noise() -> f64 {
+    crate::snr_nl80211::DEFAULT_NOISE_DBM
+}
 
 /// Where a link's SNR comes from.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -129,8 +149,13 @@ pub enum SnrSource {
     /// hello interval (the testbed's radio model writes it). While the file is missing
     /// the last readings stand.
     File { path: PathBuf },
-    /// nl80211 station info (needs cfg80211 in the kernel).
-    Nl80211,
+    /// nl80211 station signal minus the channel's noise floor (needs cfg80211 in the
+    /// kernel; see `snr_nl80211`).
+    Nl80211 {
+        /// Noise floor assumed when the driver reports none, dBm.
+        #[serde(default = "d_noise")]
+        default_noise_dbm: f64,
+    },
 }
 
 /// One mesh interface.
@@ -442,6 +467,14 @@ impl RawConfig {
                     return Err(field(format!("interface[{i}].snr.db"), "must be a number"));
                 }
             }
+            if let SnrSource::Nl80211 { default_noise_dbm } = ifc.snr {
+                if !(-120.0..=-50.0).contains(&default_noise_dbm) {
+                    return Err(field(
+                        format!("interface[{i}].snr.default_noise_dbm"),
+                        format!("{default_noise_dbm} is not a noise floor: use -120 ..= -50 dBm (-95 suits 20 MHz channels)"),
+                    ));
+                }
+            }
         }
         let lanes = lane_targets(self.lanes.as_ref(), &self.interfaces)?;
         Ok(Config {
@@ -553,6 +586,43 @@ mod tests {
         assert_eq!(c.local_convergence_delay_ms, 1000);
         assert_eq!(c.authorities.threshold(), 2);
         assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
+    }
+
+    #[test]
+    fn nl80211_source_defaults_and_bounds() {
+        let nl = |snr: &str| {
+            base().replace(
+                "snr = { source = \"static\", db = 30.0 }",
+                &format!("snr = {snr}"),
+            )
+        };
+        let c = Config::parse(&nl("{ source = \"nl80211\" }")).unwrap();
+        assert_eq!(
+            c.interfaces[0].snr,
+            SnrSource::Nl80211 {
+                default_noise_dbm: -95.0
+            }
+        );
+        let c = Config::parse(&nl("{ source = \"nl80211\", default_noise_dbm = -89.0 }")).unwrap();
+        assert_eq!(
+            c.interfaces[0].snr,
+            SnrSource::Nl80211 {
+                default_noise_dbm: -89.0
+            }
+        );
+        for bad in ["0.0", "-40.0", "-121.0", "nan"] {
+            assert_eq!(
+                err_field(&nl(&format!(
+                    "{{ source = \"nl80211\", default_noise_dbm = {bad} }}"
+                ))),
+                "interface[0].snr.default_noise_dbm",
+                "{bad}"
+            );
+        }
+        let e = Config::parse(&nl("{ source = \"nl80211\", noise = -90.0 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("noise"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,8 @@ struct Daemon {
     own: OwnCert,
     ifaces: Vec<Iface>,
     nbrs: Neighbours,
+    /// The nl80211 SNR poller, when an interface uses it.
+    snr_nl80211: Option<crate::snr_nl80211::Nl80211Snr>,
     lsdb: Lsdb,
     hello_certs: CertCache,
     own_certs: CertCache,
@@ -144,10 +146,6 @@ fn mesh_socket(name: &str, index: u32, port: u16) -> anyhow::Result<UdpSocket> {
     s.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into())
         .with_context(|| format!("bind UDP port {port} on \"{name}\""))?;
     Ok(UdpSocket::from_std(s.into())?)
-}
-
-fn nl80211_present() -> bool {
-    std::path::Path::new("/sys/class/ieee80211").exists()
 }
 
 /// Reads the sequence number file (0 if absent).
@@ -230,17 +228,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             cfg.certificate.display()
         );
     }
-    for i in &cfg.interfaces {
-        if i.snr == SnrSource::Nl80211 {
-            if nl80211_present() {
-                bail!("interface \"{}\": snr source \"nl80211\" is not implemented in this build; use \"file\" or \"static\"", i.name);
-            }
-            bail!(
-                "interface \"{}\": snr source \"nl80211\" needs cfg80211, which this kernel lacks (no /sys/class/ieee80211); use \"file\" or \"static\"",
-                i.name
-            );
-        }
-    }
+    crate::snr_nl80211::check_start(&cfg).await?;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state_dir {}", cfg.state_dir.display()))?;
     let seq_path = cfg.state_dir.join("advert-seq");
@@ -300,6 +288,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::serve(addr, metrics.clone()).await?;
     }
+    let snr_nl80211 = metrics.lock().ok().and_then(|mut m| {
+        let idx: Vec<u32> = ifaces.iter().map(|f| f.index).collect();
+        crate::snr_nl80211::Nl80211Snr::start(&cfg, &idx, &mut m.registry)
+    });
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
     for (i, f) in ifaces.iter().enumerate() {
         let sock = f.sock.clone();
@@ -337,6 +329,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         my_id,
         own,
         ifaces,
+        snr_nl80211,
         lsdb,
         hello_certs: CertCache::default(),
         own_certs: CertCache::default(),
@@ -762,7 +755,7 @@ impl Daemon {
         let now = self.now_ms();
         for i in 0..self.ifaces.len() {
             match &self.ifaces[i].snr {
-                SnrSource::None | SnrSource::Nl80211 => {}
+                SnrSource::None | SnrSource::Nl80211 { .. } => {}
                 SnrSource::Static { db } => self.nbrs.set_snr(i, None, *db, now),
                 SnrSource::File { path } => {
                     let Ok(text) = std::fs::read_to_string(path) else {
@@ -780,6 +773,9 @@ impl Daemon {
                     }
                 }
             }
+        }
+        if let Some(s) = &self.snr_nl80211 {
+            s.feed(&mut self.nbrs, now);
         }
     }
 
