@@ -168,3 +168,35 @@ fn pinned_lanes_are_taken_over_and_removed() {
         "{again:?}"
     );
 }
+
+/// The interface goes away and comes back under the same name (a re-plugged radio): the
+/// pinned link is stale, and the next set-up attaches afresh instead of failing.
+#[test]
+fn a_stale_pin_after_the_interface_came_back_is_replaced() {
+    common::require_root();
+    let fs = common::Bpffs::mount("lanes-stale");
+    let dir = lanes::pin_dir_for(&fs.0, "la");
+    let a = Netns::create("lsa").unwrap();
+    let b = Netns::create("lsb").unwrap();
+    veth(&a, "la", &b, "lb").unwrap();
+    let first = a
+        .enter(|| lanes::setup_pinned("la", &config(500_000), &dir))
+        .unwrap()
+        .expect("set-up");
+    assert_eq!(first.attach, LaneAttach::Pinned);
+    drop(first);
+    a.ip(&["link", "del", "la"]).unwrap();
+    assert!(dir.join("link").exists(), "the pin outlives the interface");
+    veth(&a, "la", &b, "lb").unwrap();
+    assert!(
+        lanes_programs(&a).is_empty(),
+        "a new interface has no program"
+    );
+    let again = a
+        .enter(|| lanes::setup_pinned("la", &config(500_000), &dir))
+        .unwrap()
+        .expect("set-up on the new interface");
+    assert_eq!(again.attach, LaneAttach::Pinned, "attached afresh");
+    assert!(again.lanes.reused(), "the maps are kept");
+    assert_eq!(lanes_programs(&a).len(), 1);
+}
