@@ -407,12 +407,13 @@ fn lanes_line(f: &serde_json::Value) -> String {
         return format!("lanes {name}: NOT ACTIVE: {}\n", s(&f["error"]));
     }
     let sch = &f["schedule"];
+    let n = sch["entries"].as_array().map_or(0, Vec::len);
     let mut out = format!(
-        "lanes {name}: {} mode, {} bit/s, cycle {} ns in {} entries ({})\n",
+        "lanes {name}: {} mode, {} bit/s, cycle {} ns in {n} {} ({})\n",
         s(&f["mode"]),
         s(&sch["link_rate_bps"]),
         s(&sch["cycle_ns"]),
-        sch["entries"].as_array().map_or(0, Vec::len),
+        if n == 1 { "entry" } else { "entries" },
         s(&f["mode_detail"])
     );
     if let Some(lanes) = f["counters"]["lanes"].as_object() {

@@ -198,7 +198,7 @@ fn daemon_lanes_survive_restarts_and_follow_the_config() {
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(
         human.contains(&format!(
-            "lanes {IFACE}: admission mode, 100000000 bit/s, cycle 1000000 ns in 1 entries"
+            "lanes {IFACE}: admission mode, 100000000 bit/s, cycle 1000000 ns in 1 entry"
         )),
         "{human}"
     );
