@@ -13,7 +13,13 @@
 //!   `cert` {`not_before`, `not_after`, `valid`, `error`}, `interfaces`
 //!   [{`name`, `ifindex`, `up`}], `neighbours`, `routes`, `adverts` (counts),
 //!   `lsdb` {`accepted`, `duplicates`, `purged`, `rejected` {reason: n}},
-//!   `hellos_rejected` {reason: n}, `datapath` {counter: packets}.
+//!   `hellos_rejected` {reason: n}, `datapath` {counter: packets}, `lanes`
+//!   [{`interface`, `mode` (admission | edt_fq | edt_etf | failed), `mode_detail`,
+//!   `error` (when failed), `attach` (pinned | replaced | unpinned), `reused_pins`,
+//!   `pin_dir`, `plan_switch_tai_ns` (null: the plan in force was already this one),
+//!   `configured_in_force`, `schedule` {`base_time_ns`, `cycle_ns`, `link_rate_bps`,
+//!   `entries` [{`gates`, `interval_ns`}]} (the plan in force), `counters` {`lanes`
+//!   {lane: {action: {`packets`, `bytes`}}}, `no_plan` {`packets`, `bytes`}}}].
 //! - `neighbors`: [{`iface`, `node`, `mac`, `addr`, `df`, `dr`, `etx`, `snr_db`,
 //!   `snr_slope_db_s`, `cost`}] (cost in 1/256 ETX units, null when one-way).
 //! - `routes`: [{`prefix`, `origin`, `metric`, `via` {`kind`: local|neighbour,

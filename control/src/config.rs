@@ -32,7 +32,37 @@
 //! [[interface]]
 //! name = "mesh0"
 //! snr = { source = "file", path = "/run/dcmesh/snr-mesh0" }  # or "static" (db = 30), "nl80211", "none"
+//! lanes = true                            # TSN lanes here if [lanes] is set (default); false opts
+//!                                         # out; { link_rate_bps = 54_000_000 } overrides the rate
+//!
+//! [lanes]                                 # optional: TSN lanes on every interface above
+//! link_rate_bps = 100_000_000             # the egress rate the lanes share, bit/s (HTB root)
+//! mode = "auto"                           # auto (EDT if fq/etf exist, else admission) | edt | admission
+//! default_lane = 7                        # lane of frames no rule matches
+//! [lanes.schedule]                        # 802.1Qbv gate control list; omit for plain strict priority
+//! cycle_ns = 1_000_000
+//! entries = [
+//!   { gates = [0], interval_ns = 250_000 },                        # only lane 0 may send
+//!   { gates = [0, 1, 2, 3, 4, 5, 6, 7], interval_ns = 750_000 },   # everyone, lane 0 first
+//! ]
+//! [[lanes.rules]]                         # first match picks the lane
+//! name = "control"
+//! lane = 0
+//! proto = "udp"
+//! dst_ports = "5000-5010"
+//! [[lanes.lane]]
+//! lane = 3
+//! on_closed = { demote = 7 }              # or "drop" (default)
 //! ```
+//!
+//! `[lanes]` is the `dcmesh_tsn::config::LanesConfig` schema (every key is documented
+//! there, and in control/README.md); it is validated at start by the very code that
+//! compiles it for the datapath, and every problem is reported with the entry, rule or
+//! lane it concerns. On start the daemon builds each interface's queues (HTB, eight
+//! strict-priority leaves), attaches the TC egress program and puts the plan in force,
+//! pinned under `<pin_dir>/lanes/<interface>/` so the gates stay enforced across
+//! restarts; a changed schedule takes over at a cycle boundary. Lanes stay in place when
+//! the daemon stops; `dcmesh lanes remove --interface IF` takes them away.
 //!
 //! `local_convergence_delay_ms` (RFC 8333): when a neighbour this node forwards through
 //! is lost, traffic moves at once to the loop-free alternates, and this node's new routes
@@ -52,12 +82,30 @@
 //! where the daemon is restarted under load; for a final stop with `"retain"`, remove
 //! the routes with `ip -4 route flush proto <route_protocol>` and `ip -6 route flush
 //! proto <route_protocol>` (or stop with `"remove"`).
+//!
+//! SNR sources (per interface, `source` selects one), for example
+//! `snr = { source = "nl80211", default_noise_dbm = -92.0 }` on a 40 MHz radio:
+//! - `none` (default): cost is plain ETX.
+//! - `static`, `db`: one SNR for every neighbour on the interface.
+//! - `file`, `path`: lines `<neighbour MAC or *> <SNR dB>`, re-read every hello interval
+//!   (the testbed's radio model writes it); while the file is missing the last readings
+//!   stand.
+//! - `nl80211`: every hello interval, the kernel's station dump gives each peer's signal
+//!   (`SIGNAL_AVG`, else `SIGNAL`, dBm) and the survey dump the noise floor of the
+//!   channel in use; `SNR = signal − noise` dB, keyed by the station's MAC.
+//!   `default_noise_dbm` (default −95, within −120 ..= −50) is the noise floor assumed
+//!   when the driver reports none: thermal noise of a 20 MHz channel plus a typical
+//!   receiver noise figure; use −92 for 40 MHz and −89 for 80 MHz channels. A neighbour
+//!   without a fresh reading for `dead_interval_ms` loses its SNR. The daemon refuses
+//!   to start when the kernel has no nl80211 (no cfg80211) or the interface is not a
+//!   wireless one. Details, plausibility rules and metrics: `snr_nl80211`.
 use std::{net::SocketAddr, path::PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::{cert::Authorities, identity::NodeId, metric::SnrPolicy};
+use dcmesh_tsn::config::{ConfigErrors as LanesErrors, LanesConfig};
 
 fn d_state_dir() -> PathBuf {
     "/var/lib/dcmesh".into()
@@ -95,6 +143,9 @@ fn d_true() -> bool {
 fn d_proto() -> u8 {
     200
 }
+fn d_noise() -> f64 {
+    crate::snr_nl80211::DEFAULT_NOISE_DBM
+}
 
 /// Where a link's SNR comes from.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -109,8 +160,13 @@ pub enum SnrSource {
     /// hello interval (the testbed's radio model writes it). While the file is missing
     /// the last readings stand.
     File { path: PathBuf },
-    /// nl80211 station info (needs cfg80211 in the kernel).
-    Nl80211,
+    /// nl80211 station signal minus the channel's noise floor (needs cfg80211 in the
+    /// kernel; see `snr_nl80211`).
+    Nl80211 {
+        /// Noise floor assumed when the driver reports none, dBm.
+        #[serde(default = "d_noise")]
+        default_noise_dbm: f64,
+    },
 }
 
 /// One mesh interface.
@@ -120,6 +176,36 @@ pub struct InterfaceConfig {
     pub name: String,
     #[serde(default)]
     pub snr: SnrSource,
+    /// TSN lanes on this interface (only with a `[lanes]` section).
+    #[serde(default)]
+    pub lanes: InterfaceLanes,
+}
+
+/// An interface's use of the `[lanes]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum InterfaceLanes {
+    /// `true` (the default): the section as written; `false`: no lanes here.
+    Enabled(bool),
+    /// The section with this interface's own link rate (radios differ), bit/s.
+    Override {
+        #[serde(rename = "link_rate_bps")]
+        link_rate_bps: u64,
+    },
+}
+
+impl Default for InterfaceLanes {
+    fn default() -> Self {
+        Self::Enabled(true)
+    }
+}
+
+/// Lanes to set up on one interface: a validated `[lanes]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneTarget {
+    pub iface: String,
+    /// Validated: [`LanesConfig::compile`] succeeds.
+    pub config: LanesConfig,
 }
 
 /// The authority set, as written.
@@ -192,6 +278,9 @@ pub struct RawConfig {
     pub snr_policy: SnrPolicy,
     #[serde(default, rename = "interface")]
     pub interfaces: Vec<InterfaceConfig>,
+    /// TSN lanes (see the module docs).
+    #[serde(default)]
+    pub lanes: Option<LanesConfig>,
 }
 
 /// A validated configuration.
@@ -220,6 +309,8 @@ pub struct Config {
     pub authorities: Authorities,
     pub snr_policy: SnrPolicy,
     pub interfaces: Vec<InterfaceConfig>,
+    /// The interfaces with TSN lanes, in `interfaces` order.
+    pub lanes: Vec<LaneTarget>,
 }
 
 /// A configuration error; always names the field.
@@ -235,6 +326,10 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config field `{field}`: {message}")]
     Field { field: String, message: String },
+    /// Every problem of a `[lanes]` section, one per line, each naming its entry, rule or
+    /// lane (`lanes.schedule.entries[1]: ...`).
+    #[error("config section `{at}`:\n{errors}")]
+    Lanes { at: String, errors: LanesErrors },
 }
 
 fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -396,7 +491,16 @@ impl RawConfig {
                     return Err(field(format!("interface[{i}].snr.db"), "must be a number"));
                 }
             }
+            if let SnrSource::Nl80211 { default_noise_dbm } = ifc.snr {
+                if !(-120.0..=-50.0).contains(&default_noise_dbm) {
+                    return Err(field(
+                        format!("interface[{i}].snr.default_noise_dbm"),
+                        format!("{default_noise_dbm} is not a noise floor: use -120 ..= -50 dBm (-95 suits 20 MHz channels)"),
+                    ));
+                }
+            }
         }
+        let lanes = lane_targets(self.lanes.as_ref(), &self.interfaces)?;
         Ok(Config {
             key: self.key,
             certificate: self.certificate,
@@ -419,8 +523,61 @@ impl RawConfig {
             authorities,
             snr_policy: self.snr_policy,
             interfaces: self.interfaces,
+            lanes,
         })
     }
+}
+
+/// Validates the `[lanes]` section (with the tsn crate's own checks) and resolves which
+/// interfaces get lanes, with which link rate.
+fn lane_targets(
+    section: Option<&LanesConfig>,
+    interfaces: &[InterfaceConfig],
+) -> Result<Vec<LaneTarget>, ConfigError> {
+    let Some(lanes) = section else {
+        if let Some((i, _)) = interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, f)| matches!(f.lanes, InterfaceLanes::Override { .. }))
+        {
+            return Err(field(
+                format!("interface[{i}].lanes"),
+                "overrides the [lanes] section, but there is none; add one or remove this key",
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    lanes.compile().map_err(|errors| ConfigError::Lanes {
+        at: "lanes".into(),
+        errors,
+    })?;
+    let mut out = Vec::new();
+    for (i, f) in interfaces.iter().enumerate() {
+        let config = match f.lanes {
+            InterfaceLanes::Enabled(false) => continue,
+            InterfaceLanes::Enabled(true) => lanes.clone(),
+            InterfaceLanes::Override { link_rate_bps } => {
+                let c = LanesConfig {
+                    link_rate_bps,
+                    ..lanes.clone()
+                };
+                // A slower link may not fit the guard bands the schedule needs.
+                c.compile().map_err(|errors| ConfigError::Lanes {
+                    at: format!(
+                        "interface[{i}].lanes (\"{}\", link_rate_bps = {link_rate_bps})",
+                        f.name
+                    ),
+                    errors,
+                })?;
+                c
+            }
+        };
+        out.push(LaneTarget {
+            iface: f.name.clone(),
+            config,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -461,6 +618,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("kernel_routes_on_exit"), "{e}");
+    }
+
+    #[test]
+    fn nl80211_source_defaults_and_bounds() {
+        let nl = |snr: &str| {
+            base().replace(
+                "snr = { source = \"static\", db = 30.0 }",
+                &format!("snr = {snr}"),
+            )
+        };
+        let c = Config::parse(&nl("{ source = \"nl80211\" }")).unwrap();
+        assert_eq!(
+            c.interfaces[0].snr,
+            SnrSource::Nl80211 {
+                default_noise_dbm: -95.0
+            }
+        );
+        let c = Config::parse(&nl("{ source = \"nl80211\", default_noise_dbm = -89.0 }")).unwrap();
+        assert_eq!(
+            c.interfaces[0].snr,
+            SnrSource::Nl80211 {
+                default_noise_dbm: -89.0
+            }
+        );
+        for bad in ["0.0", "-40.0", "-121.0", "nan"] {
+            assert_eq!(
+                err_field(&nl(&format!(
+                    "{{ source = \"nl80211\", default_noise_dbm = {bad} }}"
+                ))),
+                "interface[0].snr.default_noise_dbm",
+                "{bad}"
+            );
+        }
+        let e = Config::parse(&nl("{ source = \"nl80211\", noise = -90.0 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("noise"), "{e}");
     }
 
     #[test]
@@ -527,5 +721,148 @@ mod tests {
         assert!(e.contains("colour"), "{e}");
         let e = Config::parse(&top("port = \"x\"")).unwrap_err().to_string();
         assert!(e.contains("port"), "{e}");
+    }
+
+    /// A second interface, then `extra` (TOML tables go last).
+    fn with_lanes(extra: &str) -> String {
+        format!("{}[[interface]]\nname = \"mesh1\"\n{extra}", base())
+    }
+
+    const LANES_OK: &str = "[lanes]\nlink_rate_bps = 100_000_000\n\
+        [lanes.schedule]\nentries = [ { gates = [0], interval_ns = 250_000 }, { gates = [0,1,2,3,4,5,6,7], interval_ns = 750_000 } ]\n\
+        [[lanes.rules]]\nname = \"ctl\"\nlane = 0\nproto = \"udp\"\ndst_ports = 5999\n";
+
+    fn lanes_err(text: &str) -> String {
+        match Config::parse(text) {
+            Err(e @ ConfigError::Lanes { .. }) => e.to_string(),
+            Err(e) => panic!("not a lanes error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn lanes_default_to_every_interface() {
+        let c = Config::parse(&base()).unwrap();
+        assert!(c.lanes.is_empty(), "no [lanes], no lanes");
+        let c = Config::parse(&with_lanes(LANES_OK)).unwrap();
+        let names: Vec<&str> = c.lanes.iter().map(|t| t.iface.as_str()).collect();
+        assert_eq!(names, ["mesh0", "mesh1"]);
+        assert_eq!(c.lanes[1].config.link_rate_bps, 100_000_000);
+        assert_eq!(c.lanes[1].config.rules[0].lane, 0);
+    }
+
+    #[test]
+    fn lanes_per_interface_opt_out_and_rate() {
+        let c = Config::parse(&with_lanes(&format!("lanes = false\n{LANES_OK}"))).unwrap();
+        let names: Vec<&str> = c.lanes.iter().map(|t| t.iface.as_str()).collect();
+        assert_eq!(names, ["mesh0"]);
+        let c = Config::parse(&with_lanes(&format!(
+            "lanes = {{ link_rate_bps = 54_000_000 }}\n{LANES_OK}"
+        )))
+        .unwrap();
+        assert_eq!(c.lanes[0].config.link_rate_bps, 100_000_000);
+        assert_eq!(c.lanes[1].config.link_rate_bps, 54_000_000);
+        // An override without a section to override is a mistake.
+        assert_eq!(
+            err_field(&with_lanes("lanes = { link_rate_bps = 1_000_000 }\n")),
+            "interface[1].lanes"
+        );
+    }
+
+    #[test]
+    fn bad_lanes_name_the_entry_and_the_rule() {
+        let bad_gate = LANES_OK.replace("gates = [0], interval_ns", "gates = [0, 9], interval_ns");
+        let e = lanes_err(&with_lanes(&bad_gate));
+        assert!(e.starts_with("config section `lanes`:"), "{e}");
+        assert!(
+            e.contains("lanes.schedule.entries[0]: gate of lane 9, which does not exist"),
+            "{e}"
+        );
+        let short = LANES_OK.replace("interval_ns = 250_000", "interval_ns = 1_000");
+        let e = lanes_err(&with_lanes(&short));
+        assert!(
+            e.contains("lanes.schedule: entry 0: interval 1000 ns is shorter than a minimum frame"),
+            "{e}"
+        );
+        let cycle = LANES_OK.replace(
+            "[lanes.schedule]\n",
+            "[lanes.schedule]\ncycle_ns = 2_000_000\n",
+        );
+        let e = lanes_err(&with_lanes(&cycle));
+        assert!(
+            e.contains(
+                "lanes.schedule: the intervals sum to 1000000 ns but the cycle is 2000000 ns"
+            ),
+            "{e}"
+        );
+        let rule = LANES_OK.replace("dst_ports = 5999", "dst_ports = \"9-3\"\ndscp = [70]");
+        let e = lanes_err(&with_lanes(&rule));
+        assert!(
+            e.contains("lanes.rules[0] (\"ctl\"): DSCP 70 is outside 0..=63"),
+            "{e}"
+        );
+        assert!(
+            e.contains("lanes.rules[0] (\"ctl\"): dst_ports: port range \"9-3\" is empty"),
+            "{e}"
+        );
+        // Valid at 100 Mbit/s, but at 5 Mbit/s a full frame (2.5 ms) fits not even the
+        // 750 µs window of lane 7 (the default lane): the guard band rule, reported against
+        // the interface that overrides.
+        let slow = format!("lanes = {{ link_rate_bps = 5_000_000 }}\n{LANES_OK}");
+        let e = lanes_err(&with_lanes(&slow));
+        assert!(
+            e.starts_with("config section `interface[1].lanes (\"mesh1\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("lanes.schedule: lane 7 carries traffic but its longest window is 750000 ns, shorter than a maximum frame"),
+            "{e}"
+        );
+        // Unknown keys inside [lanes] are parse errors naming the key.
+        let e = Config::parse(&with_lanes(&format!("{LANES_OK}[lanes.schedule.x]\n")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x"), "{e}");
+    }
+
+    /// The first ```toml block of `text` whose lines start with `prefix`, without it.
+    fn toml_block(text: &str, prefix: &str) -> String {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.trim_end()))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .skip_while(|l| *l != "```toml")
+            .skip(1)
+            .take_while(|l| *l != "```")
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_readme_lanes_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let block = toml_block(&readme[readme.find("## TSN lanes").unwrap()..], "");
+        let b = base();
+        let head = &b[..b.find("[[interface]]").unwrap()];
+        let c = Config::parse(&format!("{head}{block}")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.lanes.len(), 1);
+        let p = c.lanes[0].config.compile().unwrap();
+        assert_eq!(p.plan.gcl.cycle_ns, 1_000_000);
+        assert_eq!(p.plan.rules.len, 2);
+        assert_eq!(p.queue_limits[0], 100);
+    }
+
+    #[test]
+    fn the_module_example_is_a_valid_config() {
+        let doc = toml_block(include_str!("config.rs"), "//! ");
+        let a = Identity::from_seed([1; 32]).id();
+        let b = Identity::from_seed([2; 32]).id();
+        let c = Identity::from_seed([3; 32]).id();
+        let doc = doc.replace(
+            "[\"<64 hex>\", \"<64 hex>\", \"<64 hex>\"]",
+            &format!("[\"{a}\", \"{b}\", \"{c}\"]"),
+        );
+        let cfg = Config::parse(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        assert_eq!(cfg.lanes.len(), 1);
+        assert_eq!(cfg.lanes[0].iface, "mesh0");
     }
 }

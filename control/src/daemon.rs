@@ -94,6 +94,8 @@ struct Daemon {
     own: OwnCert,
     ifaces: Vec<Iface>,
     nbrs: Neighbours,
+    /// The nl80211 SNR poller, when an interface uses it.
+    snr_nl80211: Option<crate::snr_nl80211::Nl80211Snr>,
     lsdb: Lsdb,
     hello_certs: CertCache,
     own_certs: CertCache,
@@ -112,6 +114,8 @@ struct Daemon {
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
     fib: Option<Fib>,
+    /// TSN lanes (pinned; they outlive the daemon).
+    lanes: crate::lanes::LaneManager,
     metrics: Arc<Mutex<Metrics>>,
     start: Instant,
     dirty: bool,
@@ -142,10 +146,6 @@ fn mesh_socket(name: &str, index: u32, port: u16) -> anyhow::Result<UdpSocket> {
     s.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0).into())
         .with_context(|| format!("bind UDP port {port} on \"{name}\""))?;
     Ok(UdpSocket::from_std(s.into())?)
-}
-
-fn nl80211_present() -> bool {
-    std::path::Path::new("/sys/class/ieee80211").exists()
 }
 
 /// Reads the sequence number file (0 if absent).
@@ -228,17 +228,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             cfg.certificate.display()
         );
     }
-    for i in &cfg.interfaces {
-        if i.snr == SnrSource::Nl80211 {
-            if nl80211_present() {
-                bail!("interface \"{}\": snr source \"nl80211\" is not implemented in this build; use \"file\" or \"static\"", i.name);
-            }
-            bail!(
-                "interface \"{}\": snr source \"nl80211\" needs cfg80211, which this kernel lacks (no /sys/class/ieee80211); use \"file\" or \"static\"",
-                i.name
-            );
-        }
-    }
+    crate::snr_nl80211::check_start(&cfg).await?;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state_dir {}", cfg.state_dir.display()))?;
     let seq_path = cfg.state_dir.join("advert-seq");
@@ -290,6 +280,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         "datapath loaded and attached in {} ms",
         t_load.elapsed().as_millis()
     );
+    let lanes = crate::lanes::LaneManager::start(&cfg.pin_dir, &cfg.lanes);
     let tables = datapath.tables();
     let existing_nh = tables
         .nexthops()
@@ -325,6 +316,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     if let Some(addr) = cfg.metrics_listen {
         crate::metrics::serve(addr, metrics.clone()).await?;
     }
+    let snr_nl80211 = metrics.lock().ok().and_then(|mut m| {
+        let idx: Vec<u32> = ifaces.iter().map(|f| f.index).collect();
+        crate::snr_nl80211::Nl80211Snr::start(&cfg, &idx, &mut m.registry)
+    });
     let (tx, mut rx) = mpsc::channel::<Event>(4096);
     for (i, f) in ifaces.iter().enumerate() {
         let sock = f.sock.clone();
@@ -362,6 +357,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         my_id,
         own,
         ifaces,
+        snr_nl80211,
         lsdb,
         hello_certs: CertCache::default(),
         own_certs: CertCache::default(),
@@ -377,6 +373,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         hold: Hold::new(lcd_ms),
         worse: BTreeSet::new(),
         fib,
+        lanes,
         metrics,
         start: Instant::now(),
         dirty: true,
@@ -419,20 +416,27 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => break,
         }
     }
+    let lanes_note = if d.lanes.is_empty() {
+        ""
+    } else {
+        ", the TSN lanes stay enforced"
+    };
     match (d.fib.as_mut(), d.cfg.kernel_routes_on_exit) {
         (Some(f), ExitRoutes::Remove) => {
             log::info!(
-                "shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding)"
+                "shutting down: removing dcmesh kernel routes (the XDP datapath keeps forwarding{lanes_note})"
             );
             f.flush().await;
         }
         (Some(f), ExitRoutes::Retain) => log::info!(
             "shutting down: keeping {} kernel route(s) of protocol {} for the next start \
-             (kernel_routes_on_exit = \"retain\"); the XDP datapath keeps forwarding",
+             (kernel_routes_on_exit = \"retain\"); the XDP datapath keeps forwarding{lanes_note}",
             f.installed().len(),
             d.cfg.route_protocol
         ),
-        (None, _) => log::info!("shutting down (the XDP datapath keeps forwarding)"),
+        (None, _) => {
+            log::info!("shutting down (the XDP datapath keeps forwarding{lanes_note})")
+        }
     }
     let _ = std::fs::remove_file(&d.cfg.control_socket);
     Ok(())
@@ -790,7 +794,7 @@ impl Daemon {
         let now = self.now_ms();
         for i in 0..self.ifaces.len() {
             match &self.ifaces[i].snr {
-                SnrSource::None | SnrSource::Nl80211 => {}
+                SnrSource::None | SnrSource::Nl80211 { .. } => {}
                 SnrSource::Static { db } => self.nbrs.set_snr(i, None, *db, now),
                 SnrSource::File { path } => {
                     let Ok(text) = std::fs::read_to_string(path) else {
@@ -808,6 +812,9 @@ impl Daemon {
                     }
                 }
             }
+        }
+        if let Some(s) = &self.snr_nl80211 {
+            s.feed(&mut self.nbrs, now);
         }
     }
 
@@ -1154,9 +1161,13 @@ impl Daemon {
     fn update_metrics(&mut self) {
         let links = self.nbrs.links(self.now_ms(), &self.cfg.snr_policy);
         let counters = self.datapath.tables().counters().ok();
+        let lanes = self.lanes.snapshot();
         let Ok(mut m) = self.metrics.lock() else {
             return;
         };
+        for (iface, mode, c) in &lanes {
+            m.set_lanes(iface, *mode, c.as_ref());
+        }
         m.link_etx.clear();
         m.link_snr.clear();
         m.link_cost.clear();
@@ -1223,6 +1234,7 @@ impl Daemon {
                     "lsdb": { "accepted": c.accepted, "duplicates": c.duplicates, "purged": c.purged, "rejected": rejected },
                     "hellos_rejected": hello_rej,
                     "datapath": dp,
+                    "lanes": self.lanes.status(),
                 })
             }
             Query::Neighbors => {

@@ -69,6 +69,32 @@ enum Cmd {
     Routes(Target),
     /// The verified link-state database.
     Adverts(Target),
+    /// TSN lanes maintenance.
+    #[command(subcommand)]
+    Lanes(LanesCmd),
+}
+
+#[derive(Subcommand)]
+enum LanesCmd {
+    /// Takes the TSN lanes off an interface: detaches the TC program (unpins its link),
+    /// removes its pinned maps and deletes the HTB queues. Lanes outlive the daemon on
+    /// purpose; stop it and set `lanes = false` on the interface (or drop [lanes]) first,
+    /// or its next start puts them back.
+    Remove {
+        /// The interface (in this network namespace).
+        #[arg(long)]
+        interface: String,
+        /// The daemon's config, for its pin_dir.
+        #[arg(
+            long,
+            default_value = "/etc/dcmesh/dcmesh.toml",
+            conflicts_with = "pin_dir"
+        )]
+        config: PathBuf,
+        /// The daemon's pin_dir, instead of reading the config.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +227,31 @@ fn main() -> anyhow::Result<()> {
         Cmd::Neighbors(t) => ask(t, Query::Neighbors)?,
         Cmd::Routes(t) => ask(t, Query::Routes)?,
         Cmd::Adverts(t) => ask(t, Query::Adverts)?,
+        Cmd::Lanes(LanesCmd::Remove {
+            interface,
+            config,
+            pin_dir,
+        }) => {
+            let root = match pin_dir {
+                Some(p) => p,
+                None => Config::load(&config)?.pin_dir,
+            };
+            let dir = dcmesh_loader::lanes::pin_dir_for(&root, &interface);
+            let r =
+                dcmesh_loader::lanes::remove(&dir, &interface, dcmesh_loader::lanes::DEFAULT_MAJOR)
+                    .with_context(|| format!("remove the lanes of \"{interface}\""))?;
+            let mut done = Vec::new();
+            if r.link {
+                done.push("TC program detached");
+            }
+            if r.maps {
+                done.push("pinned maps removed");
+            }
+            if r.queues {
+                done.push("HTB queues deleted");
+            }
+            eprintln!("{interface}: {}", done.join(", "));
+        }
     }
     Ok(())
 }
@@ -285,6 +336,9 @@ fn human(q: Query, v: &serde_json::Value) -> String {
                     out += &format!("  rejected {k}: {}\n", s(n));
                 }
             }
+            for f in v["lanes"].as_array().unwrap_or(&empty) {
+                out += &lanes_line(f);
+            }
         }
         Query::Neighbors => {
             out += "IFACE     NEIGHBOUR  MAC                DF    DR    ETX   SNR     COST\n";
@@ -341,6 +395,36 @@ fn human(q: Query, v: &serde_json::Value) -> String {
                     pfx.join(" ")
                 );
             }
+        }
+    }
+    out
+}
+
+/// `dcmesh status` lines of one interface's lanes.
+fn lanes_line(f: &serde_json::Value) -> String {
+    let name = s(&f["interface"]);
+    if f["mode"] == "failed" {
+        return format!("lanes {name}: NOT ACTIVE: {}\n", s(&f["error"]));
+    }
+    let sch = &f["schedule"];
+    let n = sch["entries"].as_array().map_or(0, Vec::len);
+    let mut out = format!(
+        "lanes {name}: {} mode, {} bit/s, cycle {} ns in {n} {} ({})\n",
+        s(&f["mode"]),
+        s(&sch["link_rate_bps"]),
+        s(&sch["cycle_ns"]),
+        if n == 1 { "entry" } else { "entries" },
+        s(&f["mode_detail"])
+    );
+    if let Some(lanes) = f["counters"]["lanes"].as_object() {
+        for (lane, actions) in lanes {
+            let parts: Vec<String> = actions
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(a, v)| format!("{a} {}", s(&v["packets"])))
+                .collect();
+            out += &format!("  lane {lane}: {}\n", parts.join(", "));
         }
     }
     out

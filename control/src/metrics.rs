@@ -7,6 +7,14 @@
 //! `own_cert_valid` (0 or 1), `own_cert_expiry_timestamp_seconds`,
 //! `datapath_packets_total{counter}` and `datapath_bytes_total{counter}` (the XDP
 //! program's verdict counters), `route_write_errors_total`.
+//!
+//! TSN lanes (per interface with lanes): `lane_packets_total{interface,lane,action}` and
+//! `lane_bytes_total{...}` (action: admitted, deferred, demoted, dropped, too_big, as the
+//! TC program counts them, by the lane a frame was classified to),
+//! `lanes_no_plan_packets_total{interface}` (frames passed while no plan was in force), and
+//! `lanes_mode{interface,mode}` (1 for the active mode: admission, edt_fq, edt_etf, or
+//! failed when set-up failed; 0 for the others). The lane counters live in pinned maps, so
+//! after a daemon restart they resume at the kernel's totals.
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicU64, Arc},
@@ -35,6 +43,24 @@ pub struct CounterLabels {
     pub counter: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    pub interface: String,
+    pub lane: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IfaceLabels {
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub interface: String,
+    pub mode: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric the daemon exports.
@@ -57,7 +83,12 @@ pub struct Metrics {
     pub datapath_packets: Family<CounterLabels, Counter>,
     pub datapath_bytes: Family<CounterLabels, Counter>,
     pub route_write_errors: Counter,
+    pub lane_packets: Family<LaneLabels, Counter>,
+    pub lane_bytes: Family<LaneLabels, Counter>,
+    pub lanes_no_plan: Family<IfaceLabels, Counter>,
+    pub lanes_mode: Family<ModeLabels, Gauge>,
     last_datapath: HashMap<String, (u64, u64)>,
+    last_lanes: HashMap<LaneLabels, (u64, u64)>,
 }
 
 impl Default for Metrics {
@@ -90,7 +121,12 @@ impl Metrics {
             datapath_packets: Family::default(),
             datapath_bytes: Family::default(),
             route_write_errors: Counter::default(),
+            lane_packets: Family::default(),
+            lane_bytes: Family::default(),
+            lanes_no_plan: Family::default(),
+            lanes_mode: Family::default(),
             last_datapath: HashMap::new(),
+            last_lanes: HashMap::new(),
             registry: Registry::default(),
         };
         r.register(
@@ -174,7 +210,72 @@ impl Metrics {
             "Failed datapath table updates",
             m.route_write_errors.clone(),
         );
+        r.register(
+            "lane_packets",
+            "TSN lane packets by interface, lane (classified) and action",
+            m.lane_packets.clone(),
+        );
+        r.register(
+            "lane_bytes",
+            "TSN lane bytes by interface, lane (classified) and action",
+            m.lane_bytes.clone(),
+        );
+        r.register(
+            "lanes_no_plan_packets",
+            "Packets the lanes program passed untouched for want of a plan",
+            m.lanes_no_plan.clone(),
+        );
+        r.register(
+            "lanes_mode",
+            "1 for the active TSN lanes mode of an interface (admission, edt_fq, edt_etf, failed)",
+            m.lanes_mode.clone(),
+        );
         Self { registry: r, ..m }
+    }
+
+    /// Moves `iface`'s lane counters to the kernel's totals and sets its mode.
+    pub fn set_lanes(
+        &mut self,
+        iface: &str,
+        mode: crate::lanes::ModeName,
+        c: Option<&dcmesh_loader::lanes::LaneCounters>,
+    ) {
+        for m in crate::lanes::ModeName::ALL {
+            self.lanes_mode
+                .get_or_create(&ModeLabels {
+                    interface: iface.into(),
+                    mode: m.name().into(),
+                })
+                .set(i64::from(m == mode));
+        }
+        let Some(c) = c else { return };
+        let rows = c
+            .named()
+            .map(|(lane, action, v)| (Some((lane, action)), v))
+            .chain(std::iter::once((None, c.no_plan)));
+        for (key, v) in rows {
+            let labels = LaneLabels {
+                interface: iface.into(),
+                lane: key.map(|k| k.0.to_string()).unwrap_or_default(),
+                action: key.map(|k| k.1.to_string()).unwrap_or_default(),
+            };
+            let last = self.last_lanes.entry(labels.clone()).or_insert((0, 0));
+            let (dp, db) = (
+                v.packets.saturating_sub(last.0),
+                v.bytes.saturating_sub(last.1),
+            );
+            *last = (v.packets.max(last.0), v.bytes.max(last.1));
+            if key.is_none() {
+                self.lanes_no_plan
+                    .get_or_create(&IfaceLabels {
+                        interface: iface.into(),
+                    })
+                    .inc_by(dp);
+                continue;
+            }
+            self.lane_packets.get_or_create(&labels).inc_by(dp);
+            self.lane_bytes.get_or_create(&labels).inc_by(db);
+        }
     }
 
     /// Moves the datapath counters to the kernel's totals (they only grow; a reset of
@@ -252,4 +353,82 @@ pub async fn serve(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lanes::ModeName;
+    use dcmesh_loader::lanes::LaneCounters;
+    use dcmesh_schema::CounterValue;
+    use dcmesh_tsn::Action;
+
+    fn sample(text: &str, key: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn lane_counters_follow_the_kernel_totals() {
+        let mut m = Metrics::new();
+        let mut c = LaneCounters::default();
+        c.lanes[0][Action::Admitted as usize] = CounterValue {
+            packets: 5,
+            bytes: 500,
+        };
+        c.no_plan.packets = 2;
+        m.set_lanes("mesh0", ModeName::Admission, Some(&c));
+        c.lanes[0][Action::Admitted as usize].packets = 8;
+        c.lanes[3][Action::Dropped as usize].packets = 1;
+        m.set_lanes("mesh0", ModeName::Admission, Some(&c));
+        let t = m.render();
+        let k = |lane: u8, a: &str| {
+            format!(
+                "dcmesh_lane_packets_total{{interface=\"mesh0\",lane=\"{lane}\",action=\"{a}\"}} "
+            )
+        };
+        assert_eq!(sample(&t, &k(0, "admitted")), Some(8.0), "{t}");
+        assert_eq!(sample(&t, &k(3, "dropped")), Some(1.0));
+        assert_eq!(sample(&t, &k(1, "demoted")), Some(0.0));
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lane_bytes_total{interface=\"mesh0\",lane=\"0\",action=\"admitted\"} "
+            ),
+            Some(500.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_no_plan_packets_total{interface=\"mesh0\"} "
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh0\",mode=\"admission\"} "
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh0\",mode=\"failed\"} "
+            ),
+            Some(0.0)
+        );
+        // A failed interface: mode only, no counters.
+        m.set_lanes("mesh1", ModeName::Failed, None);
+        let t = m.render();
+        assert_eq!(
+            sample(
+                &t,
+                "dcmesh_lanes_mode{interface=\"mesh1\",mode=\"failed\"} "
+            ),
+            Some(1.0)
+        );
+        assert!(!t.contains("interface=\"mesh1\",lane="));
+    }
 }

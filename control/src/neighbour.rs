@@ -157,6 +157,23 @@ impl Neighbours {
         }
     }
 
+    /// Forgets the SNR of neighbours on `iface` whose newest sample is older than
+    /// `max_age_ms`, so a source that stopped reporting a neighbour leaves it without
+    /// SNR (plain ETX) instead of a stale value. Fresh neighbours keep their whole trend
+    /// window.
+    pub fn expire_snr(&mut self, iface: usize, max_age_ms: u64, now_ms: u64) {
+        let Some(map) = self.per_iface.get_mut(iface) else {
+            return;
+        };
+        let t = now_ms as f64 / 1000.0;
+        let max_age = max_age_ms as f64 / 1000.0;
+        for n in map.values_mut() {
+            if n.snr.back().is_some_and(|s| t - s.0 > max_age) {
+                n.snr.clear();
+            }
+        }
+    }
+
     /// Drops neighbours silent for more than `dead_ms` or whose certificate expired.
     pub fn expire(&mut self, now_ms: u64, now_s: u64) -> Vec<(usize, NodeId)> {
         let mut gone = Vec::new();
@@ -391,6 +408,43 @@ mod tests {
             ]
         );
         assert_eq!(bad, vec![4, 5]);
+    }
+
+    #[test]
+    fn stale_snr_samples_are_forgotten() {
+        let mut n = Neighbours::new(2, 60_000);
+        let p = SnrPolicy::default();
+        for i in 0..2 {
+            n.on_hello(i, &hello(1, 1, Some(65535)), LL, u64::MAX, &ME, 0);
+        }
+        n.set_snr(0, Some([2, 0, 0, 0, 0, 1]), 12.0, 0);
+        n.set_snr(1, None, 12.0, 0);
+        n.set_snr(0, Some([2, 0, 0, 0, 0, 1]), 11.0, 1000);
+        n.expire_snr(0, 500, 1000);
+        assert_eq!(
+            n.links(1000, &p)[0].snr_slope_db_s,
+            Some(-1.0),
+            "a fresh neighbour keeps its older samples for the trend"
+        );
+        n.expire_snr(0, 4000, 5000);
+        assert_eq!(
+            n.links(5000, &p)[0].snr_db,
+            Some(11.0),
+            "1000 ms sample is 4 s old"
+        );
+        n.expire_snr(0, 4000, 5001);
+        assert_eq!(n.links(5001, &p)[0].snr_db, None, "newest sample too old");
+        let l = &n.links(5001, &p)[0];
+        assert_eq!(
+            l.cost,
+            metric::cost(l.df, l.dr, None, &p),
+            "no SNR: plain ETX"
+        );
+        assert_eq!(
+            n.links(5001, &p)[1].snr_db,
+            Some(12.0),
+            "other interface untouched"
+        );
     }
 
     #[test]

@@ -6,24 +6,40 @@
 //! boundary of the new schedule (802.1Qbv's config change time), so no packet ever sees a
 //! half-written plan and no cycle is cut at an arbitrary point.
 //!
-//! [`setup`] does all of it for an interface from a `[lanes]` configuration.
+//! [`setup`] does all of it for an interface from a `[lanes]` configuration; [`setup_pinned`]
+//! does it so that the lanes outlive the process: the maps are pinned under a directory
+//! and the TCX link is pinned there too, so the gates stay enforced (and the counters keep
+//! counting) while no daemon runs. A later `setup_pinned` reuses the maps, swaps the
+//! program in atomically (`bpf_link_update`: no frame ever misses the program), keeps the
+//! queues, and switches the plan only if it changed, at a cycle boundary. [`remove`] takes
+//! it all away.
+//!
+//! Pin layout under the directory (e.g. `<pin_dir>/lanes/<iface>/`): `link` (the TCX link,
+//! which holds the program) and `maps/<MAP NAME>` for the plans, control word and counters.
 
 mod queues;
 
 use std::{
     os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use aya::{
-    maps::{Array, Map, MapData, PerCpuArray},
-    programs::{tc::SchedClassifierLink, SchedClassifier, TcAttachType},
+    maps::{Array, Map, MapData, MapInfo, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        SchedClassifier, TcAttachType,
+    },
     Ebpf, EbpfLoader,
 };
 use dcmesh_schema::{
-    lanes::{self, counter_index, global_index, maps, Global, LaneCtl, LaneSlot},
+    lanes::{
+        self, counter_index, global_index, maps, Global, LaneCtl, LaneSlot, NUM_COUNTERS, SLOTS,
+    },
     CounterValue,
 };
 use dcmesh_tsn::{
@@ -33,8 +49,9 @@ use dcmesh_tsn::{
 };
 
 pub use queues::{
-    build_queues, class_stats, lane_class, lane_minor, parse_class_stats, qdisc_unknown,
-    remove_queues, ActiveMode, ClassStats, EdtQdisc, QueueSpec, DEFAULT_MAJOR,
+    build_queues, class_stats, existing_htb, lane_class, lane_minor, parse_class_stats,
+    parse_htb_root, qdisc_unknown, remove_queues, ActiveMode, ClassStats, EdtQdisc, QueueSpec,
+    DEFAULT_MAJOR,
 };
 
 use crate::error::{chain, require_root};
@@ -67,6 +84,20 @@ pub enum LanesError {
     Mmap(#[source] std::io::Error),
     #[error("the plan is not marked valid (compile it from a configuration)")]
     InvalidPlan,
+    #[error("pinned lanes map {path} does not fit this build ({what}); remove the old lanes with \"dcmesh lanes remove --interface IF\" and start again")]
+    Incompatible { path: PathBuf, what: String },
+    #[error("no lanes installed on \"{iface}\" (nothing pinned under {dir} and no HTB root {major:x}: on it)")]
+    NotInstalled {
+        iface: String,
+        dir: PathBuf,
+        major: u16,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The lanes program, loaded, and its maps.
@@ -77,6 +108,20 @@ pub struct Lanes {
     test_clock: Array<MapData, u64>,
     ctl: CtlWord,
     links: Vec<(String, SchedClassifierLink)>,
+    pin_dir: Option<PathBuf>,
+    reused: bool,
+}
+
+/// What [`Lanes::attach`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaneAttach {
+    /// A new TCX link, pinned: the program stays attached when this process exits.
+    Pinned,
+    /// A pinned link was already there: the program was swapped in atomically.
+    Replaced,
+    /// Attached without a pin (no pin directory, or a kernel before 6.6 without TCX, whose
+    /// clsact filters cannot be pinned): detached when this value is dropped.
+    Unpinned,
 }
 
 /// When a plan takes effect.
@@ -92,10 +137,38 @@ impl Lanes {
     /// Loads the program and its maps. Nothing is attached yet, and until a plan is
     /// applied every frame passes untouched (counted as `no_plan`).
     pub fn load() -> Result<Self, LanesError> {
+        Self::load_with(None)
+    }
+
+    /// Loads the program with its maps pinned under `dir/maps` (created on a bpffs if
+    /// needed). Maps already pinned there are reused: the plan in force, the pending
+    /// switch and the counters carry on.
+    pub fn load_pinned(dir: &Path) -> Result<Self, LanesError> {
+        Self::load_with(Some(dir))
+    }
+
+    fn load_with(dir: Option<&Path>) -> Result<Self, LanesError> {
         require_root()?;
-        let mut ebpf = EbpfLoader::new()
-            .load(LANES_OBJ)
-            .map_err(crate::LoaderError::load)?;
+        let mut loader = EbpfLoader::new();
+        let mut reused = false;
+        let paths: Vec<(&str, PathBuf)> = match dir {
+            None => Vec::new(),
+            Some(d) => {
+                crate::bpffs::ensure_dir(&d.join("maps"))?;
+                PINNED_MAPS
+                    .iter()
+                    .map(|(name, _)| (*name, d.join("maps").join(name)))
+                    .collect()
+            }
+        };
+        for ((name, want), (_, path)) in PINNED_MAPS.iter().zip(&paths) {
+            if path.exists() {
+                check_pinned(path, *want)?;
+                reused = true;
+            }
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(LANES_OBJ).map_err(crate::LoaderError::load)?;
         let prog = program(&mut ebpf)?;
         prog.load().map_err(crate::LoaderError::program)?;
         let plans = Array::try_from(take(&mut ebpf, maps::PLANS)?)
@@ -121,7 +194,14 @@ impl Lanes {
             test_clock,
             ctl,
             links: Vec::new(),
+            pin_dir: dir.map(Path::to_path_buf),
+            reused,
         })
+    }
+
+    /// Whether pinned maps from an earlier run were reused.
+    pub fn reused(&self) -> bool {
+        self.reused
     }
 
     /// The program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -129,14 +209,34 @@ impl Lanes {
         program(&mut self.ebpf)
     }
 
-    /// Attaches to the egress of `iface` (in the calling thread's network namespace). The
-    /// program stays attached while this value lives.
-    pub fn attach(&mut self, iface: &str) -> Result<(), LanesError> {
+    /// Attaches to the egress of `iface` (in the calling thread's network namespace).
+    /// Loaded with a pin directory, the link is pinned there (or, if one is pinned already,
+    /// the program replaces the one it runs, atomically) and outlives this value;
+    /// otherwise the program stays attached while this value lives.
+    pub fn attach(&mut self, iface: &str) -> Result<LaneAttach, LanesError> {
         let attach_err = |e: &dyn std::error::Error| LanesError::Attach {
             iface: iface.into(),
             reason: chain(e),
         };
+        let link_pin = self.pin_dir.as_ref().map(|d| d.join(LINK_PIN));
         let prog = program(&mut self.ebpf)?;
+        if let Some(path) = link_pin.as_ref().filter(|p| p.exists()) {
+            match replace_pinned(prog, path) {
+                Ok(()) => return Ok(LaneAttach::Replaced),
+                // The interface went away and came back (or the link was detached by
+                // hand): the pin is stale, attach afresh.
+                Err(e) => {
+                    log::warn!(
+                        "{iface}: pinned lanes link {} is stale ({e}); attaching anew",
+                        path.display()
+                    );
+                    std::fs::remove_file(path).map_err(|e| LanesError::Io {
+                        what: format!("remove stale pin {}", path.display()),
+                        source: e,
+                    })?;
+                }
+            }
+        }
         let id = match prog.attach(iface, TcAttachType::Egress) {
             Ok(id) => id,
             // Before Linux 6.6 (no TCX) programs hang off a clsact qdisc.
@@ -147,8 +247,24 @@ impl Lanes {
             }
         };
         let link = prog.take_link(id).map_err(|e| attach_err(&e))?;
-        self.links.push((iface.to_string(), link));
-        Ok(())
+        let Some(path) = link_pin else {
+            self.links.push((iface.to_string(), link));
+            return Ok(LaneAttach::Unpinned);
+        };
+        if <&FdLink>::try_from(&link).is_err() {
+            log::warn!(
+                "{iface}: the lanes program is attached through clsact (no TCX before Linux 6.6); such a filter cannot be pinned and is detached when dcmesh exits"
+            );
+            self.links.push((iface.to_string(), link));
+            return Ok(LaneAttach::Unpinned);
+        }
+        let fd = FdLink::try_from(link).map_err(|e| attach_err(&e))?;
+        fd.pin(&path).map_err(|e| LanesError::Attach {
+            iface: iface.into(),
+            reason: format!("pin the link at {}: {}", path.display(), chain(&e)),
+        })?;
+        // The pin holds the link (and the program); our descriptor can go.
+        Ok(LaneAttach::Pinned)
     }
 
     /// Detaches from `iface`'s egress; false if it was not attached here.
@@ -312,15 +428,8 @@ pub struct LaneSetup {
 /// attaches (in that order, so the first frame already meets the plan). Warnings are
 /// logged, and so is the active mode.
 pub fn setup(iface: &str, cfg: &LanesConfig) -> Result<LaneSetup, LanesError> {
-    require_root()?;
-    let compiled = cfg.compile()?;
-    for w in &compiled.warnings {
-        log::warn!("{w}");
-    }
-    let spec = QueueSpec::from_compiled(&compiled);
-    let mode = build_queues(iface, &spec)?;
+    let (mode, plan) = prepare(iface, cfg)?;
     log::info!("{iface}: lanes in {mode} mode");
-    let plan = finish_plan(&compiled, mode, spec.major);
     let mut lanes = Lanes::load()?;
     let applied = lanes.apply(&plan)?;
     lanes.attach(iface)?;
@@ -329,6 +438,53 @@ pub fn setup(iface: &str, cfg: &LanesConfig) -> Result<LaneSetup, LanesError> {
         mode,
         plan,
         applied,
+    })
+}
+
+/// Validates `cfg` (logging its warnings), builds the queues on `iface`, and finishes the
+/// plan for the mode they support.
+fn prepare(iface: &str, cfg: &LanesConfig) -> Result<(ActiveMode, Plan), LanesError> {
+    require_root()?;
+    let compiled = cfg.compile()?;
+    for w in &compiled.warnings {
+        log::warn!("{iface}: {w}");
+    }
+    let spec = QueueSpec::from_compiled(&compiled);
+    let mode = build_queues(iface, &spec)?;
+    Ok((mode, finish_plan(&compiled, mode, spec.major)))
+}
+
+/// Lanes made to outlive the process (see [`setup_pinned`]).
+pub struct PinnedSetup {
+    pub lanes: Lanes,
+    pub mode: ActiveMode,
+    pub plan: Plan,
+    /// The plan switch, or `None` when the plan in force already was this one.
+    pub applied: Option<Applied>,
+    pub attach: LaneAttach,
+}
+
+/// Like [`setup`], with the maps and link pinned under `dir` (see [`pin_dir_for`]), so the
+/// lanes stay in force when the process exits. Run again (a restart, a new
+/// configuration), it reuses the pinned maps (counters carry on), keeps the queues
+/// (classes and leaves are updated in place), switches the plan at the next cycle
+/// boundary only if it changed, and swaps the program in atomically: at no point does a
+/// frame leave unclassified.
+pub fn setup_pinned(iface: &str, cfg: &LanesConfig, dir: &Path) -> Result<PinnedSetup, LanesError> {
+    let (mode, plan) = prepare(iface, cfg)?;
+    let mut lanes = Lanes::load_pinned(dir)?;
+    let applied = if lanes.active_plan()? == Some(plan) {
+        None
+    } else {
+        Some(lanes.apply(&plan)?)
+    };
+    let attach = lanes.attach(iface)?;
+    Ok(PinnedSetup {
+        lanes,
+        mode,
+        plan,
+        applied,
+        attach,
     })
 }
 
@@ -341,6 +497,120 @@ pub fn tai_now() -> u64 {
     // SAFETY: valid out-pointer; CLOCK_TAI exists on every kernel dcmesh supports.
     unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// File name of the pinned TCX link inside a lanes pin directory.
+const LINK_PIN: &str = "link";
+
+/// The maps pinned (name, (key size, value size, entries)). The test clock is not: it
+/// must never outlive a test.
+const PINNED_MAPS: [(&str, (u32, u32, u32)); 3] = [
+    (
+        maps::PLANS,
+        (4, std::mem::size_of::<LaneSlot>() as u32, SLOTS),
+    ),
+    (maps::CTL, (4, std::mem::size_of::<LaneCtl>() as u32, 1)),
+    (
+        maps::COUNTERS,
+        (4, std::mem::size_of::<CounterValue>() as u32, NUM_COUNTERS),
+    ),
+];
+
+/// Refuses a pinned map whose shape differs from this build's (an older dcmesh's maps):
+/// reusing it would fail in the verifier or, worse, misread the plan.
+fn check_pinned(path: &Path, (key, value, entries): (u32, u32, u32)) -> Result<(), LanesError> {
+    let info = MapInfo::from_pin(path).map_err(|e| LanesError::Incompatible {
+        path: path.to_path_buf(),
+        what: format!("cannot read it: {}", chain(&e)),
+    })?;
+    let got = (info.key_size(), info.value_size(), info.max_entries());
+    if got != (key, value, entries) {
+        return Err(LanesError::Incompatible {
+            path: path.to_path_buf(),
+            what: format!(
+                "key/value size and entries {got:?}, this build needs {:?}",
+                (key, value, entries)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Points the pinned link at `path` to `prog` (one `bpf_link_update`: atomic).
+fn replace_pinned(prog: &mut SchedClassifier, path: &Path) -> Result<(), String> {
+    let pinned = PinnedLink::from_pin(path).map_err(|e| chain(&e))?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| chain(&e))?;
+    let id = prog.attach_to_link(link).map_err(|e| chain(&e))?;
+    // The pin keeps the link (now running this program); our handle can go.
+    drop(prog.take_link(id).map_err(|e| chain(&e))?);
+    Ok(())
+}
+
+/// Programs attached to the TCX egress of `iface` (calling thread's namespace), as
+/// `(program id, name)`: what `bpftool net show dev IF` lists, for operators and tests
+/// (`tc filter show` does not list TCX programs). The lanes program is named
+/// [`lanes::PROGRAM`].
+pub fn egress_programs(iface: &str) -> Result<Vec<(u32, String)>, LanesError> {
+    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Egress)
+        .map_err(crate::LoaderError::program)?;
+    Ok(progs
+        .iter()
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_string()))
+        .collect())
+}
+
+/// The lanes pin directory of `iface` under a daemon's pin directory.
+pub fn pin_dir_for(pin_root: &Path, iface: &str) -> PathBuf {
+    pin_root.join("lanes").join(iface)
+}
+
+/// What [`remove`] took away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// The pinned link (the program is detached now).
+    pub link: bool,
+    /// The pinned maps (plans and counters).
+    pub maps: bool,
+    /// The HTB tree (and every frame queued in it).
+    pub queues: bool,
+}
+
+/// Takes the lanes off `iface` (in the calling thread's network namespace): unpins the
+/// link, so the program detaches at once, removes the pinned maps under `dir`, and
+/// deletes the HTB root `major:` if it is there. Anything missing is skipped; nothing
+/// there at all is an error.
+pub fn remove(dir: &Path, iface: &str, major: u16) -> Result<Removed, LanesError> {
+    require_root()?;
+    let mut r = Removed::default();
+    let link = dir.join(LINK_PIN);
+    if link.exists() {
+        std::fs::remove_file(&link).map_err(|e| LanesError::Io {
+            what: format!("remove {}", link.display()),
+            source: e,
+        })?;
+        r.link = true;
+    }
+    let maps = dir.join("maps");
+    if maps.exists() {
+        std::fs::remove_dir_all(&maps).map_err(|e| LanesError::Io {
+            what: format!("remove {}", maps.display()),
+            source: e,
+        })?;
+        r.maps = true;
+    }
+    let _ = std::fs::remove_dir(dir);
+    if crate::iface::ifindex(iface).is_ok() && existing_htb(iface, major)?.is_some() {
+        remove_queues(iface)?;
+        r.queues = true;
+    }
+    if r == Removed::default() {
+        return Err(LanesError::NotInstalled {
+            iface: iface.into(),
+            dir: dir.to_path_buf(),
+            major,
+        });
+    }
+    Ok(r)
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, LanesError> {

@@ -58,6 +58,50 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Leave the generator threads where the scheduler puts them. By default the flood
+    /// (sender and sink) runs on one CPU and the probes (sender and receiver) on another,
+    /// so a probe never waits for the flood's threads or queues behind flood frames in a
+    /// CPU's receive backlog before the bottleneck: on the 2-core VM the generators share
+    /// the router's CPUs, which a real router's neighbours do not.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+/// CPUs for (the flood's threads, the probes' threads), or `None` to leave them be.
+fn placement(args: &Args) -> Option<(usize, usize)> {
+    if args.no_pin {
+        return None;
+    }
+    // SAFETY: zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        set
+    };
+    // SAFETY: CPU_ISSET reads the set within its size.
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|c| unsafe { libc::CPU_ISSET(*c, &set) })
+        .collect();
+    (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+}
+
+/// Pins the calling thread to `cpu` (no-op for `None`).
+fn pin(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    // SAFETY: a zeroed cpu_set_t with one CPU set, passed with its size; pid 0 is this thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot pin a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,16 +152,24 @@ fn main() -> Result<()> {
         bail!("bench-lanes builds namespaces, qdiscs and eBPF programs; run it as root");
     }
     dcmesh_testbed::netns::clear_stale()?;
+    let load_at_start = loadavg();
     let topo = Topo::new()?;
     let mut outcomes = Vec::new();
     for case in Case::ALL {
         eprintln!("case {}: {}", case.name(), case.describe());
         outcomes.push(run_case(&topo, case, &args)?);
     }
-    let report = Report::new(&args, outcomes);
+    let report = Report::new(&args, outcomes, load_at_start);
     report.write(&args.out)?;
     print!("{}", report.summary());
     Ok(())
+}
+
+/// The 1, 5 and 15-minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// a — r — b with the bottleneck on r's `rb`.
@@ -368,8 +420,11 @@ fn run_case(topo: &Topo, case: Case, args: &Args) -> Result<Outcome> {
 
     let stop_flood = AtomicBool::new(false);
     let stop_rx = AtomicBool::new(false);
+    let cpus = placement(args);
+    let (flood_cpu, probe_cpu) = (cpus.map(|c| c.0), cpus.map(|c| c.1));
     let (delays, probes_sent, flood_sent, flood_received, flood_secs) = std::thread::scope(|s| {
         let rx = s.spawn(|| {
+            pin(probe_cpu);
             let mut buf = [0u8; 256];
             let mut got: Vec<(u32, i64)> = Vec::new();
             loop {
@@ -388,6 +443,7 @@ fn run_case(topo: &Topo, case: Case, args: &Args) -> Result<Outcome> {
             got.into_iter().map(|(_, d)| d).collect::<Vec<i64>>()
         });
         let sink = s.spawn(|| {
+            pin(flood_cpu);
             let mut buf = [0u8; 2048];
             let (mut n, mut first, mut last) = (0u64, None, Instant::now());
             loop {
@@ -405,6 +461,7 @@ fn run_case(topo: &Topo, case: Case, args: &Args) -> Result<Outcome> {
             (n, secs)
         });
         let flood = s.spawn(|| {
+            pin(flood_cpu);
             let payload = vec![0xabu8; args.flood_payload];
             let start = Instant::now();
             let mut sent = 0u64;
@@ -430,20 +487,27 @@ fn run_case(topo: &Topo, case: Case, args: &Args) -> Result<Outcome> {
         std::thread::sleep(warmup);
         // Probes at 1 kHz on absolute deadlines; each carries its sequence number and send
         // time. The flood outlives them (a flood ending early would flatter every case).
-        let start = Instant::now();
-        let mut sent = 0u32;
-        let mut payload = [0u8; 64];
-        for seq in 0..args.probes {
-            let due = start + Duration::from_millis(u64::from(seq));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            payload[..4].copy_from_slice(&seq.to_be_bytes());
-            payload[4..12].copy_from_slice(&realtime_ns().to_be_bytes());
-            if probe_tx.send_to(&payload, probe_dst).is_ok() {
-                sent += 1;
-            }
-        }
+        let sent = s
+            .spawn(|| {
+                pin(probe_cpu);
+                let start = Instant::now();
+                let mut sent = 0u32;
+                let mut payload = [0u8; 64];
+                for seq in 0..args.probes {
+                    let due = start + Duration::from_millis(u64::from(seq));
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    payload[..4].copy_from_slice(&seq.to_be_bytes());
+                    payload[4..12].copy_from_slice(&realtime_ns().to_be_bytes());
+                    if probe_tx.send_to(&payload, probe_dst).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+            .join()
+            .expect("probe sender");
         std::thread::sleep(Duration::from_millis(300));
         stop_flood.store(true, Ordering::Relaxed);
         let flood_sent = flood.join().expect("flood thread");
@@ -537,10 +601,14 @@ struct Report {
     outcomes: Vec<(Outcome, Stats)>,
     /// The delay target for lane 0: one maximum frame at the link rate plus 50 µs, in ns.
     bound_ns: i64,
+    /// Where the generator threads ran (flood, probes), `None`: unpinned.
+    cpus: Option<(usize, usize)>,
+    /// `/proc/loadavg` when the run started: other work on the machine skews the delays.
+    load_at_start: String,
 }
 
 impl Report {
-    fn new(args: &Args, outcomes: Vec<Outcome>) -> Self {
+    fn new(args: &Args, outcomes: Vec<Outcome>, load_at_start: String) -> Self {
         let bound_ns = frame_ns(MAX_FRAME + OVERHEAD, args.rate_mbit * 1_000_000) as i64 + 50_000;
         Self {
             date: dcmesh_bench::utc_today(),
@@ -555,6 +623,8 @@ impl Report {
                 })
                 .collect(),
             bound_ns,
+            cpus: placement(args),
+            load_at_start,
         }
     }
 
@@ -641,13 +711,22 @@ impl Report {
              flood ({}-byte datagrams) to b and {} lane-0 probes (64-byte UDP, dport {PROBE_PORT}) \
              at 1 kHz, each stamped with CLOCK_REALTIME at send; b takes the kernel receive \
              timestamp (SO_TIMESTAMPNS, same machine clock) and computes the one-way delay. All \
-             three cases in one run, same load. Kernel {}; {} CPUs.\n\n",
+             three cases in one run, same load. Kernel {}; {} CPUs; {}; load average at start \
+             {} (at the end {}).\n\n",
             self.rate_mbit,
             self.flood_mbit,
             self.outcomes.first().map(|(o, _)| o.flood_payload).unwrap_or(0),
             self.probes,
             kernel.trim(),
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            match self.cpus {
+                Some((f, p)) => format!(
+                    "flood sender and sink pinned to CPU {f}, probe sender and receiver to CPU {p}"
+                ),
+                None => "generator threads not pinned".into(),
+            },
+            self.load_at_start,
+            loadavg(),
         );
         m += "| case | queueing on r's egress | probes recv/sent | p50 | p99 | p99.9 | max | jitter | flood delivered |\n";
         m += "|---|---|---|---|---|---|---|---|---|\n";

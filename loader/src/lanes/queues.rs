@@ -141,9 +141,21 @@ pub fn build_queues(iface: &str, spec: &QueueSpec) -> Result<ActiveMode, LanesEr
     let overhead = spec.overhead.to_string();
     let root = format!("{m:x}:");
     let default = format!("{:x}", lane_minor(spec.default_lane));
-    tc(&[
-        "qdisc", "replace", "dev", iface, "root", "handle", &root, "htb", "default", &default,
-    ])?;
+    // HTB cannot be changed in place ("qdisc replace" of an HTB root fails), and deleting
+    // it would drop every queued frame: an existing tree of ours is kept and only its
+    // classes and leaves are updated, so a restart does not disturb traffic.
+    match existing_htb(iface, m)? {
+        Some(d) if d == lane_minor(spec.default_lane) => {}
+        Some(d) => log::warn!(
+            "{iface}: keeping the lanes' HTB tree, whose default leaf is {m:x}:{d:x}, not {m:x}:{default} (it only matters while no lanes program runs); \"dcmesh lanes remove\" and a restart rebuild it"
+        ),
+        None => {
+            tc(&[
+                "qdisc", "replace", "dev", iface, "root", "handle", &root, "htb", "default",
+                &default,
+            ])?;
+        }
+    }
     let top = classid(m, 1);
     tc(&[
         "class", "replace", "dev", iface, "parent", &root, "classid", &top, "htb", "rate", &rate,
@@ -226,6 +238,30 @@ pub fn remove_queues(iface: &str) -> Result<(), LanesError> {
     tc(&["qdisc", "del", "dev", iface, "root"]).map(|_| ())
 }
 
+/// The default leaf minor of the HTB root with handle `major:` on `iface`, if there is one.
+pub fn existing_htb(iface: &str, major: u16) -> Result<Option<u16>, LanesError> {
+    Ok(parse_htb_root(
+        &tc(&["qdisc", "show", "dev", iface, "root"])?,
+        major,
+    ))
+}
+
+/// Parses `tc qdisc show dev IF root`: `qdisc htb 1: root ... default 0x17 ...`.
+pub fn parse_htb_root(text: &str, major: u16) -> Option<u16> {
+    let handle = format!("{major:x}:");
+    text.lines().find_map(|line| {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 4 || w[0] != "qdisc" || w[1] != "htb" || w[2] != handle || w[3] != "root" {
+            return None;
+        }
+        let d = w
+            .iter()
+            .position(|x| *x == "default")
+            .and_then(|i| w.get(i + 1))?;
+        u16::from_str_radix(d.trim_start_matches("0x"), 16).ok()
+    })
+}
+
 /// Statistics of one HTB class, as `tc -s class show` reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
@@ -300,6 +336,18 @@ mod tests {
         ));
         assert!(!qdisc_unknown("Error: Invalid argument."));
         assert!(!qdisc_unknown("Illegal \"limit\""));
+    }
+
+    #[test]
+    fn finds_our_htb_root() {
+        let t = "qdisc htb 1: root refcnt 3 r2q 10 default 0x17 direct_packets_stat 1 direct_qlen 1000\n";
+        assert_eq!(parse_htb_root(t, 1), Some(0x17));
+        assert_eq!(parse_htb_root(t, 2), None);
+        assert_eq!(parse_htb_root("qdisc noqueue 0: root refcnt 2\n", 1), None);
+        assert_eq!(
+            parse_htb_root("qdisc tbf 1: root refcnt 2 rate 1Mbit\n", 1),
+            None
+        );
     }
 
     #[test]
