@@ -8,12 +8,8 @@
 //!   shortest paths the primary next hop is the neighbour with the smallest key.
 //! - Loop-free alternate (RFC 5286, inequality 1): neighbour N ≠ primary protects
 //!   destination D when `dist(N, D) < dist(N, S) + dist(S, D)`, i.e. N's own shortest path
-//!   to D does not come back through S. Node-protecting ones (inequality 3: also
-//!   `dist(N, D) < dist(N, E) + dist(E, D)` for the primary neighbour E ≠ D, so N's path
-//!   avoids E itself) are preferred, as RFC 5286 §3.3 recommends: when E fails as a whole
-//!   (a crash, a power cut), every neighbour of E switches to its alternate at once, and
-//!   only node-protecting alternates cannot hand traffic to each other in a circle. Then
-//!   the smallest `cost(S, N) + dist(N, D)`, then the smallest key.
+//!   to D does not come back through S. Among those, the one with the smallest
+//!   `cost(S, N) + dist(N, D)`, then the smallest key.
 //! - A prefix announced by several nodes goes to the nearest one (smallest key on a tie);
 //!   one announced by this node is local.
 use std::{
@@ -215,31 +211,23 @@ pub fn node_routes(t: &Topology, src: u32) -> Vec<Option<NodeRoute>> {
                 return None;
             }
             let primary = first[d as usize];
-            // Distances from the primary neighbour (for node protection).
-            let from_p = nbrs.iter().find(|x| x.0 == primary).map(|x| &x.2);
-            // (not node-protecting, cost via it, key): the smallest wins.
-            let mut best: Option<(bool, u64, u32)> = None;
+            let mut best: Option<(u64, u32)> = None;
             for (n, c, dn) in &nbrs {
                 let (n_d, n_s) = (dn[d as usize], dn[src as usize]);
                 if *n == primary || n_d == u64::MAX {
                     continue;
                 }
                 if n_d < n_s.saturating_add(dd) {
-                    // RFC 5286 inequality 3: n's path also avoids the primary node.
-                    let node_protecting = d != primary
-                        && from_p.is_some_and(|fp| {
-                            n_d < dn[primary as usize].saturating_add(fp[d as usize])
-                        });
-                    let key = (!node_protecting, u64::from(*c) + n_d, *n);
-                    if best.is_none_or(|b| key < b) {
-                        best = Some(key);
+                    let via = u64::from(*c) + n_d;
+                    if best.is_none_or(|b| (via, *n) < b) {
+                        best = Some((via, *n));
                     }
                 }
             }
             Some(NodeRoute {
                 dist: dd,
                 primary,
-                alternate: best.map(|b| b.2),
+                alternate: best.map(|b| b.1),
             })
         })
         .collect()
@@ -438,29 +426,6 @@ mod tests {
     }
 
     #[test]
-    fn node_protecting_alternates_are_preferred() {
-        // 0's primary to 2 is 1. Neighbour 3 is the cheaper alternate but reaches 2
-        // through 1 itself; 4 avoids 1 and wins. For 1 itself nothing can protect
-        // against its failure: the cheapest loop-free neighbour stays.
-        let l: Vec<(u32, u32, u32)> = [
-            (0, 1, 1),
-            (1, 2, 1),
-            (0, 3, 1),
-            (3, 1, 1),
-            (3, 2, 5),
-            (0, 4, 3),
-            (4, 2, 1),
-        ]
-        .iter()
-        .flat_map(|&(a, b, c)| [(a, b, c), (b, a, c)])
-        .collect();
-        let (t, _) = topo(5, &l);
-        let r = node_routes(&t, 0);
-        assert_eq!(r[2].map(|x| (x.primary, x.alternate)), Some((1, Some(4))));
-        assert_eq!(r[1].map(|x| (x.primary, x.alternate)), Some((1, Some(3))));
-    }
-
-    #[test]
     fn an_alternate_stops_protecting_once_its_path_runs_back_through_us() {
         // Square 0-1-3-2-0 plus 1-3: from 0, node 2 protects 3 while 2-3 exists...
         let sym = |v: &[(u32, u32, u32)]| -> Vec<(u32, u32, u32)> {
@@ -593,15 +558,10 @@ mod tests {
                     .filter(|&x| adj[src as usize][x as usize] + d[x as usize][dst as usize] == ds)
                     .min().unwrap();
                 prop_assert_eq!(r.primary, primary);
-                let dd = |a: u32, b: u32| d[a as usize][b as usize];
                 let alt = nbrs.iter().copied()
-                    .filter(|&x| x != primary && dd(x, dst) < inf
-                        && dd(x, dst) < dd(x, src) + ds)
-                    .min_by_key(|&x| {
-                        let node_protecting = dst != primary
-                            && dd(x, dst) < dd(x, primary).saturating_add(dd(primary, dst));
-                        (!node_protecting, adj[src as usize][x as usize] + dd(x, dst), x)
-                    });
+                    .filter(|&x| x != primary && d[x as usize][dst as usize] < inf
+                        && d[x as usize][dst as usize] < d[x as usize][src as usize] + ds)
+                    .min_by_key(|&x| (adj[src as usize][x as usize] + d[x as usize][dst as usize], x));
                 prop_assert_eq!(r.alternate, alt);
                 // The alternate never loops back through src.
                 if let Some(a) = r.alternate {
