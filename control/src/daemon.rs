@@ -942,31 +942,9 @@ impl Daemon {
         }
         self.dirty = false;
         let t0 = Instant::now();
-        // Our own links as advertised (the mesh computes with the same costs), but only
-        // to neighbours we can forward to now: one that stopped being usable (its link
-        // has no cost: hellos missed, or not yet heard both ways after a restart) must not
-        // be a primary, or its routes would have no next hop and vanish.
-        let usable = self.nbrs.best_links(self.now_ms(), &self.cfg.snr_policy);
-        let mine: Vec<AdvLink> = self
-            .lsdb
-            .entries()
-            .find(|e| e.advert.origin == self.my_id)
-            .map(|e| {
-                e.advert
-                    .links
-                    .iter()
-                    .filter(|l| usable.contains_key(&l.neighbour))
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
         let topo = Topology::build(self.lsdb.entries().map(|e| NodeInput {
             id: e.advert.origin,
-            links: if e.advert.origin == self.my_id {
-                &mine
-            } else {
-                &e.advert.links
-            },
+            links: &e.advert.links,
             prefixes: &e.advert.prefixes,
         }));
         self.routes = spf::compute(&topo, &self.my_id);
@@ -979,9 +957,16 @@ impl Daemon {
             self.dirty = true;
             return;
         }
-        let best = usable;
+        let best = self.nbrs.best_links(self.now_ms(), &self.cfg.snr_policy);
+        // A neighbour still heard but whose link has no cost this moment (a restarted
+        // neighbour not yet listing us, a burst of lost hellos) stays a next hop: its
+        // link did not die, only our estimate is unsure, and without a next hop its
+        // routes would vanish from the tables.
+        let alive = self.nbrs.links(self.now_ms(), &self.cfg.snr_policy);
         let spec = |id: &NodeId| -> Option<(NextHopSpec, &Link)> {
-            let l = best.get(id)?;
+            let l = best
+                .get(id)
+                .or_else(|| alive.iter().find(|l| l.node == *id))?;
             let f = &self.ifaces[l.iface];
             Some((
                 NextHopSpec {
@@ -1024,9 +1009,9 @@ impl Daemon {
         }
         // Microloop avoidance: next hops of lost neighbours go down at once (alternates
         // take over); if that touched any route, our own changes wait for the mesh.
-        // Usable neighbours (a link with a cost); next hops to any other go down.
-        let live: BTreeSet<NhKey> = best
-            .values()
+        // Neighbours still heard; next hops to any other go down.
+        let live: BTreeSet<NhKey> = alive
+            .iter()
             .map(|l| NhKey {
                 ifindex: self.ifaces[l.iface].index,
                 mac: l.mac,
