@@ -30,7 +30,7 @@ use aya::{
 use dcmesh_schema::{maps, programs};
 
 /// The production eBPF object (built by build.rs from ebpf/).
-pub static DCMESH_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcmesh"));
+pub static DCMESH_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcmesh-xdp"));
 /// Bench and testbed helper programs (generator, sink, bare redirect).
 pub static TOOLS_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dcmesh-tools"));
