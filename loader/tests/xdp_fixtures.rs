@@ -472,18 +472,16 @@ fn miss_policy_drop() {
     );
 }
 
+/// A route via next hop `id` with loop-free alternate `alt`.
+fn via_alt(id: u32, alt: u32) -> RouteTarget {
+    RouteTarget::Via { id, alt: Some(alt) }
+}
+
 #[test]
 fn nexthop_down_uses_alternate() {
     let mut dp = datapath();
     let t: &mut Tables = dp.tables();
-    t.set_route(
-        net("10.77.0.0/16"),
-        RouteTarget::Via {
-            id: 2,
-            alt: Some(3),
-        },
-    )
-    .unwrap();
+    t.set_route(net("10.77.0.0/16"), via_alt(2, 3)).unwrap();
     t.set_route(net("10.78.0.0/16"), RouteTarget::Via { id: 2, alt: None })
         .unwrap();
     let a = V4::to([10, 77, 0, 1]).build();
@@ -528,22 +526,8 @@ fn from_neighbour(mut frame: Vec<u8>, n: usize) -> Vec<u8> {
 fn uturn_takes_alternate_or_drops() {
     let mut dp = datapath();
     let t: &mut Tables = dp.tables();
-    t.set_route(
-        net("10.77.0.0/16"),
-        RouteTarget::Via {
-            id: 2,
-            alt: Some(3),
-        },
-    )
-    .unwrap();
-    t.set_route(
-        net("10.79.0.0/16"),
-        RouteTarget::Via {
-            id: 2,
-            alt: Some(2),
-        },
-    )
-    .unwrap();
+    t.set_route(net("10.77.0.0/16"), via_alt(2, 3)).unwrap();
+    t.set_route(net("10.79.0.0/16"), via_alt(2, 2)).unwrap();
     let a = V4::to([10, 77, 0, 1]).build();
     let a6 = V6::to(v6("2001:db8:1:2::3")).build();
     let c = V4::to([10, 79, 0, 1]).build();
