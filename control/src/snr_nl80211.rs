@@ -1063,6 +1063,44 @@ mod tests {
         assert_eq!(snr(&n, 5001), vec![None, None, None, None], "stale");
     }
 
+    /// Starts the poll loop for one interface `name` (index 0 of the readings) every
+    /// `every_ms`, each dump bounded by 500 ms.
+    fn spawn_poll<K: Kernel + 'static>(
+        kernel: K,
+        name: &str,
+        ifindex: u32,
+        every_ms: u64,
+        counters: &Counters,
+    ) -> (Latest, tokio::task::JoinHandle<()>) {
+        let latest: Latest = Arc::new(Mutex::new(vec![None]));
+        let target = Target {
+            iface: 0,
+            name: name.into(),
+            ifindex,
+            params: P,
+        };
+        let task = tokio::spawn(poll_loop(
+            kernel,
+            vec![target],
+            Arc::downgrade(&latest),
+            Duration::from_millis(every_ms),
+            Duration::from_millis(500),
+            counters.clone(),
+        ));
+        (latest, task)
+    }
+
+    /// Failed polls counted for `iface` with `reason`.
+    fn failures(counters: &Counters, iface: &str, reason: &str) -> u64 {
+        counters
+            .polls_failed
+            .get_or_create(&IfaceReasonLabels {
+                iface: iface.into(),
+                reason: reason.into(),
+            })
+            .get()
+    }
+
     /// A poll that cannot work (no nl80211 here; on a wireless kernel, an ifindex no
     /// interface has) is counted by reason and gives no readings; the loop goes on.
     #[test]
@@ -1073,30 +1111,8 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let counters = Counters::default();
-            let latest: Latest = Arc::new(Mutex::new(vec![None]));
-            let target = Target {
-                iface: 0,
-                name: "nowhere".into(),
-                ifindex: 0x7fff_fff0,
-                params: P,
-            };
-            let task = tokio::spawn(poll_loop(
-                Netlink,
-                vec![target],
-                Arc::downgrade(&latest),
-                Duration::from_millis(50),
-                Duration::from_millis(500),
-                counters.clone(),
-            ));
-            let failed = |reason: &str| {
-                counters
-                    .polls_failed
-                    .get_or_create(&IfaceReasonLabels {
-                        iface: "nowhere".into(),
-                        reason: reason.into(),
-                    })
-                    .get()
-            };
+            let (latest, task) = spawn_poll(Netlink, "nowhere", 0x7fff_fff0, 50, &counters);
+            let failed = |reason: &str| failures(&counters, "nowhere", reason);
             let reason = if family_present().await.expect("generic netlink works") {
                 "not_wireless"
             } else {
@@ -1172,30 +1188,8 @@ mod tests {
             Step::Answer(vec![sta(B, None, Some(-70))], vec![]),
         ]);
         let counters = Counters::default();
-        let latest: Latest = Arc::new(Mutex::new(vec![None]));
-        let target = Target {
-            iface: 0,
-            name: "mesh9".into(),
-            ifindex: 9,
-            params: P,
-        };
-        let task = tokio::spawn(poll_loop(
-            fake.clone(),
-            vec![target],
-            Arc::downgrade(&latest),
-            Duration::from_millis(1000),
-            Duration::from_millis(500),
-            counters.clone(),
-        ));
-        let failed = |reason: &str| {
-            counters
-                .polls_failed
-                .get_or_create(&IfaceReasonLabels {
-                    iface: "mesh9".into(),
-                    reason: reason.into(),
-                })
-                .get()
-        };
+        let (latest, task) = spawn_poll(fake.clone(), "mesh9", 9, 1000, &counters);
+        let failed = |reason: &str| failures(&counters, "mesh9", reason);
         let iface = IfaceLabels {
             iface: "mesh9".into(),
         };
