@@ -191,7 +191,7 @@ pub struct NodeRoute {
     pub dist: u64,
     /// Neighbour (node index) of the primary path.
     pub primary: u32,
-    /// Loop-free alternate neighbour, if any.
+    /// Downstream alternate neighbour (strictly nearer to the destination), if any.
     pub alternate: Option<u32>,
 }
 
@@ -213,11 +213,16 @@ pub fn node_routes(t: &Topology, src: u32) -> Vec<Option<NodeRoute>> {
             let primary = first[d as usize];
             let mut best: Option<(u64, u32)> = None;
             for (n, c, dn) in &nbrs {
-                let (n_d, n_s) = (dn[d as usize], dn[src as usize]);
+                let n_d = dn[d as usize];
                 if *n == primary || n_d == u64::MAX {
                     continue;
                 }
-                if n_d < n_s.saturating_add(dd) {
+                // Downstream only (RFC 5286 inequality 2): the neighbour is strictly
+                // nearer to `d` than we are. Every hop, primary or alternate, then
+                // lowers the distance on the topology all nodes share, so packets
+                // cannot loop however many links or nodes fail at once. The weaker
+                // loop-free condition (`n_d < n_s + dd`) only holds for one failure.
+                if n_d < dd {
                     let via = u64::from(*c) + n_d;
                     if best.is_none_or(|b| (via, *n) < b) {
                         best = Some((via, *n));
@@ -559,13 +564,43 @@ mod tests {
                     .min().unwrap();
                 prop_assert_eq!(r.primary, primary);
                 let alt = nbrs.iter().copied()
-                    .filter(|&x| x != primary && d[x as usize][dst as usize] < inf
-                        && d[x as usize][dst as usize] < d[x as usize][src as usize] + ds)
+                    .filter(|&x| x != primary && d[x as usize][dst as usize] < ds)
                     .min_by_key(|&x| (adj[src as usize][x as usize] + d[x as usize][dst as usize], x));
                 prop_assert_eq!(r.alternate, alt);
-                // The alternate never loops back through src.
+                // The alternate is strictly nearer, so it never loops back through src.
                 if let Some(a) = r.alternate {
-                    prop_assert!(d[a as usize][dst as usize] < d[a as usize][src as usize] + ds);
+                    prop_assert!(d[a as usize][dst as usize] < ds);
+                }
+            }
+        }
+
+        /// Any set of failed links and nodes at once, every node still on the routes it
+        /// computed before (the datapath's fast failover: primary if its link is up,
+        /// else the alternate, else drop): no packet ever loops.
+        #[test]
+        fn failover_never_loops_under_many_failures(
+            (n, links) in graphs(),
+            failed_links in proptest::collection::vec((0u32..11, 0u32..11), 0..6),
+            failed_nodes in proptest::collection::vec(0u32..11, 0..3),
+        ) {
+            let (t, _) = topo(n, &links);
+            let routes: Vec<_> = (0..n).map(|s| node_routes(&t, s)).collect();
+            let up = |a: u32, b: u32| {
+                !failed_nodes.contains(&b)
+                    && !failed_links.iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a))
+            };
+            for src in (0..n).filter(|s| !failed_nodes.contains(s)) {
+                for dst in 0..n {
+                    let (mut at, mut seen) = (src, vec![false; n as usize]);
+                    while at != dst {
+                        prop_assert!(!seen[at as usize], "loop at {} from {} to {}", at, src, dst);
+                        seen[at as usize] = true;
+                        let Some(r) = routes[at as usize][dst as usize] else { break };
+                        match [Some(r.primary), r.alternate].into_iter().flatten().find(|&h| up(at, h)) {
+                            Some(h) => at = h,
+                            None => break,
+                        }
+                    }
                 }
             }
         }

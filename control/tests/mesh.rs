@@ -121,20 +121,60 @@ fn ring_of_five_rejects_bad_adverts_and_reroutes_around_a_dead_node() {
     let mut m = Mesh::new("ring", 5, &ring());
     let all: Vec<usize> = (0..5).collect();
     m.wait_converged(&all);
-    // 0 -> 2: primary through 1 (two hops), loop-free alternate through 4.
+    // 0 -> 2: primary through 1 (two hops). Node 4 is as far from 2 as node 0 is, so it
+    // is no downstream alternate: alternates must be strictly nearer, which keeps
+    // fast failover loop-free under any number of simultaneous failures.
     let r = m.route_to(0, 2).unwrap();
     assert_eq!(r.2, m.nodes[1].key.id().to_string());
-    assert_eq!(r.3, m.nodes[4].key.id().to_string());
-    // The datapath holds the alternate ready: primary towards node 1's MAC, alternate
-    // towards node 4's, both out of the right interfaces.
-    let dir = m.pin_dir(0);
-    let (target, nhs) = m.nodes[0]
-        .ns
-        .enter(move || {
-            let t = dcmesh_loader::Tables::open_pinned(&dir).unwrap();
-            (t.lookup(Node::addr(2).parse().unwrap()), t.nexthops())
-        })
-        .unwrap();
+    assert_eq!(r.3, "-", "no alternate: {r:?}");
+    assert!(m.ping(0, 2, false));
+
+    // The radio model reports node 0's link to node 1 fading to 8 dB (below the 10 dB
+    // floor): its cost rises fourfold before any hello is lost, and 0 -> 2 moves to the
+    // other side of the ring. When the SNR recovers, the route comes back.
+    let via = |m: &Mesh, n: usize| {
+        m.route_to(0, 2)
+            .is_some_and(|r| r.2 == m.nodes[n].key.id().to_string())
+    };
+    m.set_snr(0, 1, 8.0);
+    m.wait_for(
+        "0 -> 2 to avoid the fading link",
+        Duration::from_secs(10),
+        |m| via(m, 4),
+    );
+    // Node 1 (one hop from 2) is now nearer to 2 than node 0 (three hops): a downstream
+    // alternate over the fading link.
+    m.wait_for(
+        "0 -> 2 to get node 1 as alternate",
+        Duration::from_secs(5),
+        |m| {
+            m.route_to(0, 2)
+                .is_some_and(|r| r.3 == m.nodes[1].key.id().to_string())
+        },
+    );
+    // The datapath holds the alternate ready: primary towards node 4's MAC, alternate
+    // towards node 1's, both out of the right interfaces.
+    let datapath = |m: &Mesh| {
+        let dir = m.pin_dir(0);
+        m.nodes[0]
+            .ns
+            .enter(move || {
+                let t = dcmesh_loader::Tables::open_pinned(&dir).unwrap();
+                (t.lookup(Node::addr(2).parse().unwrap()), t.nexthops())
+            })
+            .unwrap()
+    };
+    m.wait_for(
+        "node 0's datapath to hold the alternate",
+        Duration::from_secs(5),
+        |m| {
+            matches!(
+                datapath(m).0,
+                Some(dcmesh_loader::RouteTarget::Via { alt: Some(_), .. })
+            )
+        },
+    );
+    let (target, nhs) = datapath(&m);
     let Some(dcmesh_loader::RouteTarget::Via { id, alt: Some(alt) }) = target else {
         panic!("node 0's datapath route to node 2 has no alternate: {target:?}");
     };
@@ -151,23 +191,8 @@ fn ring_of_five_rejects_bad_adverts_and_reroutes_around_a_dead_node() {
             .enter(move || dcmesh_loader::interface_info(&ifname).unwrap().mac)
             .unwrap()
     };
-    assert_eq!(mac_of(id), iface_mac(1, "to0"));
-    assert_eq!(mac_of(alt), iface_mac(4, "to0"));
-    assert!(m.ping(0, 2, false));
-
-    // The radio model reports node 0's link to node 1 fading to 8 dB (below the 10 dB
-    // floor): its cost rises fourfold before any hello is lost, and 0 -> 2 moves to the
-    // other side of the ring. When the SNR recovers, the route comes back.
-    let via = |m: &Mesh, n: usize| {
-        m.route_to(0, 2)
-            .is_some_and(|r| r.2 == m.nodes[n].key.id().to_string())
-    };
-    m.set_snr(0, 1, 8.0);
-    m.wait_for(
-        "0 -> 2 to avoid the fading link",
-        Duration::from_secs(10),
-        |m| via(m, 4),
-    );
+    assert_eq!(mac_of(id), iface_mac(4, "to0"));
+    assert_eq!(mac_of(alt), iface_mac(1, "to0"));
     let link = m.query(0, dcmesh_control::api::Query::Neighbors).unwrap();
     let to1 = link
         .as_array()
