@@ -1,15 +1,19 @@
 //! Route computation: shortest paths over verified bidirectional links, a primary next hop
-//! and a loop-free alternate per destination.
+//! and a downstream loop-free alternate per destination.
 //!
 //! - A link u→v counts only if u's advert lists v *and* v's advert lists u: a one-sided
 //!   claim (a node announcing a link to a victim) creates nothing. Its cost is the one u
 //!   announced (costs of 0 are treated as 1, so every path has a positive length).
 //! - Ties are deterministic: nodes are numbered in public-key order, and among equal-cost
 //!   shortest paths the primary next hop is the neighbour with the smallest key.
-//! - Loop-free alternate (RFC 5286, inequality 1): neighbour N ≠ primary protects
-//!   destination D when `dist(N, D) < dist(N, S) + dist(S, D)`, i.e. N's own shortest path
-//!   to D does not come back through S. Among those, the one with the smallest
-//!   `cost(S, N) + dist(N, D)`, then the smallest key.
+//! - Downstream alternate (RFC 5286, inequality 2): neighbour N ≠ primary protects
+//!   destination D when `dist(N, D) < dist(S, D)`. Primary and alternate hops then both
+//!   lower the distance to D, so forwarding cannot loop however many links and nodes fail
+//!   before the mesh reconverges. The weaker loop-free condition (inequality 1,
+//!   `dist(N, D) < dist(N, S) + dist(S, D)`) protects more routes (rings) but loops after
+//!   a power cut or a partition, when neighbours of different failures each fall back.
+//!   Among the candidates, the one with the smallest `cost(S, N) + dist(N, D)`, then the
+//!   smallest key.
 //! - A prefix announced by several nodes goes to the nearest one (smallest key on a tie);
 //!   one announced by this node is local.
 use std::{
