@@ -131,9 +131,19 @@ pub fn start_probes(mesh: &Mesh, t0: Instant, families: Families) -> Result<Prob
             Family::V6 => SocketAddr::from((c.addr6, PROBE_PORT)),
         }
     };
+    let configured = t.probe_flows();
+    let n = configured.len() * families.members().len();
+    // Probes carry their flow's index as a u16.
+    if n > usize::from(u16::MAX) + 1 {
+        bail!(
+            "{n} probe flows ({} configured, {families}): at most 65536 fit the probe \
+             format; list fewer [[probe]] flows or pick one family with --family",
+            configured.len()
+        );
+    }
     let mut flows = Vec::new();
     let mut senders = Vec::new();
-    for p in t.probe_flows() {
+    for p in configured {
         let from = t.client_index(&p.from).expect("validated");
         let to = t.client_index(&p.to).expect("validated");
         for &fam in families.members() {
