@@ -12,6 +12,7 @@
 //! hello_interval_ms = 1000                # hello period per interface
 //! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos)
 //! local_convergence_delay_ms = 1000       # microloop avoidance, see below (0 = off, ≤ 60000)
+//! upstream_switch_delay_ms = 50           # ordered switching, see below (0 = off, ≤ 10000)
 //! advert_refresh_s = 30                   # re-originate at least this often
 //! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)
 //! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
@@ -73,6 +74,12 @@
 //! with no alternate are dropped meanwhile rather than looped; any other change in the
 //! mesh ends the wait at once. See `microloop`.
 //!
+//! `upstream_switch_delay_ms`: a route moves onto a neighbour that, before the change,
+//! routed the destination through this node only after this delay, so that neighbour
+//! hears the news and switches first (it would otherwise send the traffic straight back,
+//! or round a longer loop). One flood hop plus one route computation: a few ms on wired
+//! links, tens on radio. See `microloop::SwitchOrder`.
+//!
 //! `kernel_routes_on_exit`: what a clean stop (SIGTERM, SIGINT) does with the kernel
 //! routes this node installed. `"remove"` (the default) leaves the FIB as it was before
 //! dcmesh. `"retain"` keeps them, as FRR's `zebra -r` or BIRD's graceful restart do, so
@@ -127,6 +134,9 @@ fn d_dead() -> u64 {
 }
 fn d_lcd() -> u64 {
     1000
+}
+fn d_usd() -> u64 {
+    50
 }
 fn d_refresh() -> u64 {
     30
@@ -259,6 +269,8 @@ pub struct RawConfig {
     pub dead_interval_ms: u64,
     #[serde(default = "d_lcd")]
     pub local_convergence_delay_ms: u64,
+    #[serde(default = "d_usd")]
+    pub upstream_switch_delay_ms: u64,
     #[serde(default = "d_refresh")]
     pub advert_refresh_s: u64,
     #[serde(default = "d_lifetime")]
@@ -298,6 +310,8 @@ pub struct Config {
     pub dead_interval_ms: u64,
     /// Microloop avoidance hold after losing a next hop, ms (0 = off).
     pub local_convergence_delay_ms: u64,
+    /// Ordered switching: moves onto a neighbour that routed through us wait this, ms.
+    pub upstream_switch_delay_ms: u64,
     pub advert_refresh_s: u64,
     pub advert_lifetime_s: u64,
     pub max_advert_lifetime_s: u64,
@@ -421,6 +435,9 @@ impl RawConfig {
         if self.local_convergence_delay_ms > 60_000 {
             return Err(field("local_convergence_delay_ms", "must be 0..=60000 ms"));
         }
+        if self.upstream_switch_delay_ms > 10_000 {
+            return Err(field("upstream_switch_delay_ms", "must be 0..=10000 ms"));
+        }
         if self.advert_refresh_s == 0 {
             return Err(field("advert_refresh_s", "must be at least 1 s"));
         }
@@ -513,6 +530,7 @@ impl RawConfig {
             hello_interval_ms: self.hello_interval_ms,
             dead_interval_ms: self.dead_interval_ms,
             local_convergence_delay_ms: self.local_convergence_delay_ms,
+            upstream_switch_delay_ms: self.upstream_switch_delay_ms,
             advert_refresh_s: self.advert_refresh_s,
             advert_lifetime_s: self.advert_lifetime_s,
             max_advert_lifetime_s: self.max_advert_lifetime_s,
@@ -609,6 +627,7 @@ mod tests {
         assert_eq!(c.port, 6699);
         assert_eq!(c.hello_interval_ms, 1000);
         assert_eq!(c.local_convergence_delay_ms, 1000);
+        assert_eq!(c.upstream_switch_delay_ms, 50);
         assert_eq!(c.authorities.threshold(), 2);
         assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
         assert_eq!(c.kernel_routes_on_exit, ExitRoutes::Remove);
@@ -685,6 +704,10 @@ mod tests {
         assert_eq!(
             err_field(&top("local_convergence_delay_ms = 60001")),
             "local_convergence_delay_ms"
+        );
+        assert_eq!(
+            err_field(&top("upstream_switch_delay_ms = 10001")),
+            "upstream_switch_delay_ms"
         );
         assert_eq!(err_field(&top("advert_refresh_s = 0")), "advert_refresh_s");
         assert_eq!(

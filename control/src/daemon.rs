@@ -43,7 +43,7 @@ use crate::{
     identity::{Identity, NodeId},
     lsdb::{Accepted, Lsdb, LsdbConfig, Reject},
     metrics::{LinkLabels, Metrics, ReasonLabels},
-    microloop::{self, Hold},
+    microloop::{self, Hold, SwitchOrder},
     neighbour::{Link, Neighbours},
     spf::{self, NodeInput, PrefixRoute, Topology, Via},
     wire::{self, AdvLink, Advert, Hello, Message},
@@ -113,6 +113,13 @@ struct Daemon {
     hold: Hold,
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
+    /// Ordered switching: moves onto neighbours that routed through us wait.
+    order: SwitchOrder,
+    /// When (ms) a waiting move is due.
+    order_due: Option<u64>,
+    /// The topology of the previous route computation: what neighbours that have not
+    /// heard the latest news still route on.
+    prev_topo: Option<Topology>,
     fib: Option<Fib>,
     /// TSN lanes (pinned; they outlive the daemon).
     lanes: crate::lanes::LaneManager,
@@ -120,6 +127,38 @@ struct Daemon {
     start: Instant,
     dirty: bool,
     last_cert_shout: Option<Instant>,
+}
+
+/// Sleeps until `due` ms after `start` (never called with `None`: the select guards it).
+async fn sleep_until_ms(start: Instant, due: Option<u64>) {
+    let at = start + Duration::from_millis(due.unwrap_or(0));
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+}
+
+/// Whether a live neighbour (by next hop) routed a prefix through us on `old`, the
+/// topology before the latest change: what [`SwitchOrder`] asks. Distances are computed
+/// on first need (most recomputations move nothing).
+fn upstream_check(
+    old: Option<&Topology>,
+    me: NodeId,
+    origin: HashMap<ipnet::IpNet, NodeId>,
+    nbr: HashMap<NhKey, NodeId>,
+) -> impl FnMut(&ipnet::IpNet, &NhKey) -> bool + '_ {
+    let mut from_me: Option<Vec<u64>> = None;
+    let mut from_nbr: HashMap<u32, Vec<u64>> = HashMap::new();
+    move |p, k| {
+        let Some(t) = old else { return false };
+        let (Some(s), Some(d), Some(n)) = (
+            t.index_of(&me),
+            origin.get(p).and_then(|o| t.index_of(o)),
+            nbr.get(k).and_then(|n| t.index_of(n)),
+        ) else {
+            return false;
+        };
+        let from_s = from_me.get_or_insert_with(|| spf::dijkstra(t, s).0);
+        let from_n = from_nbr.entry(n).or_insert_with(|| spf::dijkstra(t, n).0);
+        spf::routes_through(from_n, from_s, s, d)
+    }
 }
 
 fn attach_mode(m: XdpMode) -> AttachMode {
@@ -350,6 +389,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         max_lifetime_s: cfg.max_advert_lifetime_s,
     });
     let lcd_ms = cfg.local_convergence_delay_ms;
+    let usd_ms = cfg.upstream_switch_delay_ms;
     let mut d = Daemon {
         nbrs: Neighbours::new(ifaces.len(), cfg.dead_interval_ms),
         cfg,
@@ -372,6 +412,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         writer,
         hold: Hold::new(lcd_ms),
         worse: BTreeSet::new(),
+        order: SwitchOrder::new(usd_ms),
+        order_due: None,
+        prev_topo: None,
         fib,
         lanes,
         metrics,
@@ -411,6 +454,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             }
             ev = links.recv() => {
                 if let Some(ev) = ev { d.on_link(ev).await; }
+            }
+            _ = sleep_until_ms(d.start, d.order_due), if d.order_due.is_some() => {
+                d.order_due = None;
+                d.dirty = true;
+                d.recompute().await;
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
@@ -948,6 +996,7 @@ impl Daemon {
             prefixes: &e.advert.prefixes,
         }));
         self.routes = spf::compute(&topo, &self.my_id);
+        let prev_topo = self.prev_topo.replace(topo.clone());
         if let Ok(m) = self.metrics.lock() {
             m.spf_duration.observe(t0.elapsed().as_secs_f64());
         }
@@ -963,6 +1012,21 @@ impl Daemon {
         // link did not die, only our estimate is unsure, and without a next hop its
         // routes would vanish from the tables.
         let alive = self.nbrs.links(self.now_ms(), &self.cfg.snr_policy);
+        let upstream = upstream_check(
+            prev_topo.as_ref(),
+            self.my_id,
+            self.routes.iter().map(|r| (r.prefix, r.origin)).collect(),
+            alive
+                .iter()
+                .map(|l| {
+                    let k = NhKey {
+                        ifindex: self.ifaces[l.iface].index,
+                        mac: l.mac,
+                    };
+                    (k, l.node)
+                })
+                .collect(),
+        );
         let spec = |id: &NodeId| -> Option<(NextHopSpec, &Link)> {
             let l = best
                 .get(id)
@@ -1047,6 +1111,11 @@ impl Daemon {
             };
             if let Some(held) = held {
                 self.dirty = true; // look again next tick
+                let now = self.now_ms();
+                let (held, due) = self
+                    .order
+                    .filter(now, &self.writer.installed(), &held, upstream);
+                self.order_due = due;
                 match self.writer.apply_held(self.datapath.tables(), &held) {
                     Ok(ch) if ch != crate::decision::Changes::default() => log::info!(
                         "during the hold: {} route(s) without a loop-free alternate repaired, {} removed",
@@ -1088,6 +1157,41 @@ impl Daemon {
             self.hold.cancel();
         }
         self.worse.clear();
+        let installed = self.writer.installed();
+        let (desired, due) = self
+            .order
+            .filter(self.now_ms(), &installed, &desired, upstream);
+        self.order_due = due;
+        if due.is_some() {
+            // Waiting moves keep their installed route in the kernel too.
+            let waiting: BTreeMap<ipnet::IpNet, Target> = self
+                .order
+                .waiting()
+                .filter_map(|p| Some((*p, *installed.get(p)?)))
+                .collect();
+            let gw: HashMap<NhKey, Ipv6Addr> = alive
+                .iter()
+                .map(|l| {
+                    let k = NhKey {
+                        ifindex: self.ifaces[l.iface].index,
+                        mac: l.mac,
+                    };
+                    (k, l.addr)
+                })
+                .collect();
+            for p in waiting.keys() {
+                kernel.remove(p);
+            }
+            kernel.extend(microloop::kernel_view(
+                &waiting,
+                &self.writer.down_keys(),
+                |k| gw.get(k).copied(),
+            ));
+            log::debug!(
+                "{} route move(s) wait for upstream neighbours",
+                waiting.len()
+            );
+        }
         let applied = self.writer.apply(self.datapath.tables(), &desired);
         if let Ok(ch) = &applied {
             if *ch != crate::decision::Changes::default() {

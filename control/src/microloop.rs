@@ -85,6 +85,87 @@ impl Hold {
     }
 }
 
+/// Ordered switching: a route moves onto a new next hop only once that neighbour has had
+/// time to stop routing the destination through us.
+///
+/// When the mesh changes, every node recomputes as the news reaches it. If our new next
+/// hop for a prefix routed that prefix through us on the topology as it was before the
+/// change (it is *upstream* of us), switching at once sends packets to a neighbour that
+/// still sends them back: a microloop of two or more nodes until it hears the news. So
+/// such a move waits `delay_ms` (about one flood and one route computation), keeping the
+/// installed route meanwhile; the neighbour, nearer the far end of the loop, switches
+/// first (the order of RFC 6976, pairwise). Moves onto neighbours that were not upstream,
+/// new prefixes and withdrawals go in at once. The cost: a repair that can only go back
+/// the way traffic came (a ring) waits the delay, during which the U-turn rule would have
+/// dropped that traffic anyway.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchOrder {
+    delay_ms: u64,
+    /// Prefix → (the next hop it waits to move onto, since when).
+    waiting: BTreeMap<IpNet, (NhKey, u64)>,
+}
+
+impl SwitchOrder {
+    /// `delay_ms` = 0 switches everything at once.
+    pub fn new(delay_ms: u64) -> Self {
+        Self {
+            delay_ms,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// What to install now instead of `computed`, given what is `installed`. `upstream`
+    /// tells whether a neighbour routed a prefix through us before the change (asked
+    /// only for moves not yet waiting). Returns the routes and the time (ms) to look
+    /// again, when some move is still waiting.
+    pub fn filter(
+        &mut self,
+        now: u64,
+        installed: &BTreeMap<IpNet, Target>,
+        computed: &BTreeMap<IpNet, Target>,
+        mut upstream: impl FnMut(&IpNet, &NhKey) -> bool,
+    ) -> (BTreeMap<IpNet, Target>, Option<u64>) {
+        let primary = |t: &Target| match t {
+            Target::Local => None,
+            Target::Via { primary, .. } => Some(NhKey::from(primary)),
+        };
+        let mut out = BTreeMap::new();
+        let mut waiting = BTreeMap::new();
+        for (p, t) in computed {
+            let old = installed.get(p);
+            let moving = match (old.and_then(primary), primary(t)) {
+                (Some(o), Some(n)) if o != n && self.delay_ms > 0 => Some(n),
+                _ => None,
+            };
+            let since = moving.and_then(|n| match self.waiting.get(p) {
+                Some(&(k, since)) if k == n => Some(since),
+                _ => upstream(p, &n).then_some(now),
+            });
+            match (since, moving, old) {
+                (Some(since), Some(n), Some(old)) if now < since + self.delay_ms => {
+                    waiting.insert(*p, (n, since));
+                    out.insert(*p, *old);
+                }
+                _ => {
+                    out.insert(*p, *t);
+                }
+            }
+        }
+        self.waiting = waiting;
+        let next = self
+            .waiting
+            .values()
+            .map(|&(_, since)| since + self.delay_ms)
+            .min();
+        (out, next)
+    }
+
+    /// Prefixes whose move is waiting.
+    pub fn waiting(&self) -> impl Iterator<Item = &IpNet> {
+        self.waiting.keys()
+    }
+}
+
 /// What this node installs while it holds, or `None` when the computed routes show a
 /// change the loss cannot explain (then the hold ends and everything is installed).
 ///
@@ -224,6 +305,71 @@ mod tests {
         let mut off = Hold::new(0);
         assert!(!off.on_local_loss(5));
         assert!(!off.holding(5));
+    }
+
+    #[test]
+    fn moves_onto_upstream_neighbours_wait_and_others_go_at_once() {
+        let mut o = SwitchOrder::new(50);
+        let installed = BTreeMap::from([
+            (pfx(1), via(1, None)),
+            (pfx(2), via(1, Some(2))),
+            (pfx(3), via(2, None)),
+            (pfx(4), Target::Local),
+            (pfx(5), via(1, None)),
+        ]);
+        // pfx(1) moves to nh(2), which routed it through us: waits. pfx(2) moves to
+        // nh(3), which did not: at once. pfx(3) keeps its primary (its alternate may
+        // change), pfx(6) is new, pfx(5) is withdrawn: all at once.
+        let computed = BTreeMap::from([
+            (pfx(1), via(2, None)),
+            (pfx(2), via(3, None)),
+            (pfx(3), via(2, Some(1))),
+            (pfx(4), Target::Local),
+            (pfx(6), via(2, None)),
+        ]);
+        let mut asked = Vec::new();
+        let up = |p: &IpNet, k: &NhKey| {
+            asked.push((*p, *k));
+            *p == pfx(1) && *k == NhKey::from(&nh(2))
+        };
+        let (now, next) = o.filter(1000, &installed, &computed, up);
+        let mut want = computed.clone();
+        want.insert(pfx(1), via(1, None));
+        assert_eq!(now, want);
+        assert_eq!(next, Some(1050));
+        assert_eq!(
+            asked,
+            vec![(pfx(1), NhKey::from(&nh(2))), (pfx(2), NhKey::from(&nh(3)))],
+            "only moves are asked about"
+        );
+        assert_eq!(o.waiting().collect::<Vec<_>>(), vec![&pfx(1)]);
+        // Still waiting just before the delay ends (not asked again), moved after it.
+        let installed = now;
+        let (now, _) = o.filter(1049, &installed, &computed, |_, _| panic!("asked again"));
+        assert_eq!(now, installed);
+        let (now, next) = o.filter(1050, &installed, &computed, |_, _| panic!("asked again"));
+        assert_eq!(now, computed);
+        assert_eq!(next, None);
+        assert_eq!(o.waiting().count(), 0);
+    }
+
+    #[test]
+    fn a_wait_restarts_when_the_target_changes_and_ends_when_the_move_does() {
+        let mut o = SwitchOrder::new(50);
+        let installed = BTreeMap::from([(pfx(1), via(1, None))]);
+        let to = |n: u8| BTreeMap::from([(pfx(1), via(n, None))]);
+        assert_eq!(o.filter(0, &installed, &to(2), |_, _| true).0, installed);
+        // Now towards nh(3), also upstream: a new wait from t = 40.
+        assert_eq!(o.filter(40, &installed, &to(3), |_, _| true).0, installed);
+        assert_eq!(o.filter(60, &installed, &to(3), |_, _| true).0, installed);
+        assert_eq!(o.filter(90, &installed, &to(3), |_, _| true).0, to(3));
+        // Back to the installed primary: nothing waits.
+        o.filter(100, &installed, &to(2), |_, _| true);
+        assert_eq!(o.filter(110, &installed, &installed, |_, _| true).1, None);
+        assert_eq!(o.waiting().count(), 0);
+        // A delay of 0 never waits.
+        let mut off = SwitchOrder::new(0);
+        assert_eq!(off.filter(0, &installed, &to(2), |_, _| true).0, to(2));
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Route computation: shortest paths over verified bidirectional links, a primary next hop
-//! and a loop-free alternate per destination.
+//! and a downstream loop-free alternate per destination.
 //!
 //! - A link u→v counts only if u's advert lists v *and* v's advert lists u: a one-sided
 //!   claim (a node announcing a link to a victim) creates nothing. Its cost is the one u
 //!   announced (costs of 0 are treated as 1, so every path has a positive length).
 //! - Ties are deterministic: nodes are numbered in public-key order, and among equal-cost
 //!   shortest paths the primary next hop is the neighbour with the smallest key.
-//! - Loop-free alternate (RFC 5286, inequality 1): neighbour N ≠ primary protects
-//!   destination D when `dist(N, D) < dist(N, S) + dist(S, D)`, i.e. N's own shortest path
-//!   to D does not come back through S. Among those, the one with the smallest
-//!   `cost(S, N) + dist(N, D)`, then the smallest key.
+//! - Downstream alternate (RFC 5286, inequality 2): neighbour N ≠ primary protects
+//!   destination D when `dist(N, D) < dist(S, D)`. Primary and alternate hops then both
+//!   lower the distance to D, so forwarding cannot loop however many links and nodes fail
+//!   before the mesh reconverges. The weaker loop-free condition (inequality 1,
+//!   `dist(N, D) < dist(N, S) + dist(S, D)`) protects more routes (rings) but loops after
+//!   a power cut or a partition, when neighbours of different failures each fall back.
+//!   Among the candidates, the one with the smallest `cost(S, N) + dist(N, D)`, then the
+//!   smallest key.
 //! - A prefix announced by several nodes goes to the nearest one (smallest key on a tie);
 //!   one announced by this node is local.
 use std::{
@@ -251,6 +255,19 @@ pub fn still_loop_free(from_n: &[u64], from_s: &[u64], s: u32, d: u32) -> bool {
     n_d != u64::MAX && s_d != u64::MAX && n_d < n_s.saturating_add(s_d)
 }
 
+/// Whether neighbour `n`'s shortest path to `d` may run through `s` (a path through `s`
+/// is among its shortest: `dist(n, d) ≥ dist(n, s) + dist(s, d)`), so `n` may forward
+/// `d`'s traffic back to `s`. False when either cannot reach `d` (`n` would drop it, not
+/// return it). Distances as [`still_loop_free`] takes them.
+pub fn routes_through(from_n: &[u64], from_s: &[u64], s: u32, d: u32) -> bool {
+    let (n_d, n_s, s_d) = (
+        from_n.get(d as usize).copied().unwrap_or(u64::MAX),
+        from_n.get(s as usize).copied().unwrap_or(u64::MAX),
+        from_s.get(d as usize).copied().unwrap_or(u64::MAX),
+    );
+    n_d != u64::MAX && s_d != u64::MAX && n_d >= n_s.saturating_add(s_d)
+}
+
 /// How a prefix is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -450,6 +467,17 @@ mod tests {
         let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
         assert!(!still_loop_free(&from2, &from0, 0, 3));
         assert!(!still_loop_free(&[], &from0, 0, 3), "unknown neighbour");
+        // From 2, with 2-3 gone, the way to 3 runs through 0; with 2-3 it does not; and
+        // nobody routes an unreachable destination back.
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (1, 3, 1), (0, 2, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(routes_through(&from2, &from0, 0, 3));
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (1, 3, 1), (0, 2, 1), (2, 3, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(!routes_through(&from2, &from0, 0, 3));
+        let (t, _) = topo(4, &sym(&[(0, 1, 1), (0, 2, 1)]));
+        let (from0, from2) = (dijkstra(&t, 0).0, dijkstra(&t, 2).0);
+        assert!(!routes_through(&from2, &from0, 0, 3));
     }
 
     #[test]

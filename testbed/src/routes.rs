@@ -1,5 +1,5 @@
 //! Route computation for the testbed's static controller: shortest paths with a
-//! loop-free alternate (RFC 5286) per destination.
+//! downstream loop-free alternate (RFC 5286) per destination.
 //!
 //! This is the stand-in used when the real `dcmesh` daemon is not run (`--controller
 //! static`): an oracle that sees the true topology. It exists to exercise the datapath,
@@ -91,7 +91,7 @@ impl Graph {
 pub struct Hop {
     /// Neighbour on a shortest path.
     pub primary: usize,
-    /// Loop-free alternate neighbour, if one exists.
+    /// Downstream alternate neighbour, if one exists.
     pub alt: Option<usize>,
     /// Path cost.
     pub cost: u64,
@@ -100,9 +100,10 @@ pub struct Hop {
 /// Every node's next hops: `table[src][dst]` (`None` for `src == dst` or unreachable).
 ///
 /// Primary: the neighbour minimising `cost(src, v) + dist(v, dst)`, ties to the lower
-/// index. Alternate: among the other neighbours, those with
-/// `dist(v, dst) < dist(v, src) + dist(src, dst)` (they do not route back through `src`),
-/// the one with the lowest `cost(src, v) + dist(v, dst)`.
+/// index. Alternate: among the other neighbours, those strictly nearer to `dst` than
+/// `src` (`dist(v, dst) < dist(src, dst)`: downstream, RFC 5286 inequality 2, so no mix
+/// of failures can make forwarding loop), the one with the lowest
+/// `cost(src, v) + dist(v, dst)`.
 pub fn compute(g: &Graph) -> Vec<Vec<Option<Hop>>> {
     let n = g.len();
     let dist: Vec<Vec<Option<u64>>> = (0..n).map(|d| g.dist_to(d)).collect();
@@ -129,8 +130,7 @@ pub fn compute(g: &Graph) -> Vec<Vec<Option<Hop>>> {
                 .filter(|&&(v, _)| v != primary)
                 .filter_map(|&(v, c)| {
                     let dv = dist[dst][v]?;
-                    let v_to_src = dist[src][v]?;
-                    (dv < v_to_src + d_src).then(|| (via(v, c).expect("dv known"), v))
+                    (dv < d_src).then(|| (via(v, c).expect("dv known"), v))
                 })
                 .min()
                 .map(|(_, v)| v);
