@@ -513,7 +513,8 @@ fn demo(
     );
     println!("  results:    {} (written at the end)\n", dir.display());
     println!(
-        "sending probes between every pair of clients; {}",
+        "sending probes ({}) between every pair of clients; {}",
+        common.family,
         match duration {
             Some(d) => format!("running for {:?}", d),
             None => "Ctrl-C to stop".into(),
