@@ -12,7 +12,7 @@
 //! hello_interval_ms = 1000                # hello period per interface
 //! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos)
 //! local_convergence_delay_ms = 1000       # microloop avoidance, see below (0 = off, ≤ 60000)
-//! upstream_switch_delay_ms = 50           # ordered switching, see below (0 = off, ≤ 10000)
+//! upstream_switch_delay_ms = 50           # ordered repair, see below (0 = off, ≤ 10000)
 //! advert_refresh_s = 30                   # re-originate at least this often
 //! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)
 //! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
@@ -74,10 +74,10 @@
 //! with no alternate are dropped meanwhile rather than looped; any other change in the
 //! mesh ends the wait at once. See `microloop`.
 //!
-//! `upstream_switch_delay_ms`: a route moves onto a neighbour that, before the change,
-//! routed the destination through this node only after this delay, so that neighbour
-//! hears the news and switches first (it would otherwise send the traffic straight back,
-//! or round a longer loop). One flood hop plus one route computation: a few ms on wired
+//! `upstream_switch_delay_ms`: a route left with no live next hop is repaired onto a
+//! neighbour that, before the loss, routed the destination through this node only after
+//! this delay, so that neighbour hears the news and switches first (it would otherwise
+//! send the traffic straight back, or round a longer loop; meanwhile it is dropped). One flood hop plus one route computation: a few ms on wired
 //! links, tens on radio. See `microloop::SwitchOrder`.
 //!
 //! `kernel_routes_on_exit`: what a clean stop (SIGTERM, SIGINT) does with the kernel
@@ -310,7 +310,7 @@ pub struct Config {
     pub dead_interval_ms: u64,
     /// Microloop avoidance hold after losing a next hop, ms (0 = off).
     pub local_convergence_delay_ms: u64,
-    /// Ordered switching: moves onto a neighbour that routed through us wait this, ms.
+    /// Ordered repair: repairs onto a neighbour that routed through us wait this, ms.
     pub upstream_switch_delay_ms: u64,
     pub advert_refresh_s: u64,
     pub advert_lifetime_s: u64,

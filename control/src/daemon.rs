@@ -113,9 +113,9 @@ struct Daemon {
     hold: Hold,
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
-    /// Ordered switching: moves onto neighbours that routed through us wait.
+    /// Ordered repair: repairs onto neighbours that routed through us wait.
     order: SwitchOrder,
-    /// When (ms) a waiting move is due.
+    /// When (ms) a waiting repair is due.
     order_due: Option<u64>,
     /// The topology of the previous route computation: what neighbours that have not
     /// heard the latest news still route on.
@@ -1112,9 +1112,13 @@ impl Daemon {
             if let Some(held) = held {
                 self.dirty = true; // look again next tick
                 let now = self.now_ms();
-                let (held, due) = self
-                    .order
-                    .filter(now, &self.writer.installed(), &held, upstream);
+                let (held, due) = self.order.filter(
+                    now,
+                    &self.writer.installed(),
+                    &held,
+                    &self.writer.down_keys(),
+                    upstream,
+                );
                 self.order_due = due;
                 match self.writer.apply_held(self.datapath.tables(), &held) {
                     Ok(ch) if ch != crate::decision::Changes::default() => log::info!(
@@ -1158,12 +1162,16 @@ impl Daemon {
         }
         self.worse.clear();
         let installed = self.writer.installed();
-        let (desired, due) = self
-            .order
-            .filter(self.now_ms(), &installed, &desired, upstream);
+        let (desired, due) = self.order.filter(
+            self.now_ms(),
+            &installed,
+            &desired,
+            &self.writer.down_keys(),
+            upstream,
+        );
         self.order_due = due;
         if due.is_some() {
-            // Waiting moves keep their installed route in the kernel too.
+            // Waiting repairs keep their installed route in the kernel too.
             let waiting: BTreeMap<ipnet::IpNet, Target> = self
                 .order
                 .waiting()

@@ -85,19 +85,23 @@ impl Hold {
     }
 }
 
-/// Ordered switching: a route moves onto a new next hop only once that neighbour has had
-/// time to stop routing the destination through us.
+/// Ordered repair: a route whose next hops are all lost moves onto a new next hop only
+/// once that neighbour has had time to stop routing the destination through us.
 ///
-/// When the mesh changes, every node recomputes as the news reaches it. If our new next
-/// hop for a prefix routed that prefix through us on the topology as it was before the
-/// change (it is *upstream* of us), switching at once sends packets to a neighbour that
-/// still sends them back: a microloop of two or more nodes until it hears the news. So
-/// such a move waits `delay_ms` (about one flood and one route computation), keeping the
-/// installed route meanwhile; the neighbour, nearer the far end of the loop, switches
-/// first (the order of RFC 6976, pairwise). Moves onto neighbours that were not upstream,
-/// new prefixes and withdrawals go in at once. The cost: a repair that can only go back
-/// the way traffic came (a ring) waits the delay, during which the U-turn rule would have
-/// dropped that traffic anyway.
+/// When we lose a neighbour, we know at once and the rest of the mesh a flood later. If
+/// our new next hop for a prefix routed that prefix through us on the topology as it was
+/// before the loss (it is *upstream* of us), repairing at once sends packets to a
+/// neighbour that still sends them back: a microloop of two or more nodes until it hears
+/// the news (after a partition, until it hears every loss). So such a repair waits
+/// `delay_ms` (about one flood and one route computation) and the neighbour switches
+/// first (the order of RFC 6976, for one hop).
+///
+/// Only routes that drop meanwhile wait (primary down, no alternate that is up): holding
+/// a route that still forwards could keep a loop alive, holding one that drops cannot.
+/// Every other change (moves of live routes, repairs onto neighbours that were not
+/// upstream, new prefixes, withdrawals) goes in at once. The cost: a repair that can
+/// only go back the way traffic came (a ring) waits the delay, during which the U-turn
+/// rule would have dropped that traffic anyway.
 #[derive(Clone, Debug, Default)]
 pub struct SwitchOrder {
     delay_ms: u64,
@@ -114,25 +118,33 @@ impl SwitchOrder {
         }
     }
 
-    /// What to install now instead of `computed`, given what is `installed`. `upstream`
-    /// tells whether a neighbour routed a prefix through us before the change (asked
-    /// only for moves not yet waiting). Returns the routes and the time (ms) to look
-    /// again, when some move is still waiting.
+    /// What to install now instead of `computed`, given what is `installed` and which
+    /// next hops are `down`. `upstream` tells whether a neighbour routed a prefix
+    /// through us before the change (asked only for repairs not yet waiting). Returns
+    /// the routes and the time (ms) to look again, when some repair is still waiting.
     pub fn filter(
         &mut self,
         now: u64,
         installed: &BTreeMap<IpNet, Target>,
         computed: &BTreeMap<IpNet, Target>,
+        down: &BTreeSet<NhKey>,
         mut upstream: impl FnMut(&IpNet, &NhKey) -> bool,
     ) -> (BTreeMap<IpNet, Target>, Option<u64>) {
         let primary = |t: &Target| match t {
             Target::Local => None,
             Target::Via { primary, .. } => Some(NhKey::from(primary)),
         };
+        let dropping = |t: &Target| match t {
+            Target::Local => false,
+            Target::Via { primary, alternate } => {
+                down.contains(&NhKey::from(primary))
+                    && alternate.is_none_or(|a| down.contains(&NhKey::from(&a)))
+            }
+        };
         let mut out = BTreeMap::new();
         let mut waiting = BTreeMap::new();
         for (p, t) in computed {
-            let old = installed.get(p);
+            let old = installed.get(p).filter(|o| dropping(o));
             let moving = match (old.and_then(primary), primary(t)) {
                 (Some(o), Some(n)) if o != n && self.delay_ms > 0 => Some(n),
                 _ => None,
@@ -308,68 +320,84 @@ mod tests {
     }
 
     #[test]
-    fn moves_onto_upstream_neighbours_wait_and_others_go_at_once() {
+    fn repairs_onto_upstream_neighbours_wait_and_everything_else_goes_at_once() {
         let mut o = SwitchOrder::new(50);
+        let down = BTreeSet::from([NhKey::from(&nh(1))]);
         let installed = BTreeMap::from([
             (pfx(1), via(1, None)),
             (pfx(2), via(1, Some(2))),
             (pfx(3), via(2, None)),
             (pfx(4), Target::Local),
             (pfx(5), via(1, None)),
+            (pfx(7), via(1, None)),
         ]);
-        // pfx(1) moves to nh(2), which routed it through us: waits. pfx(2) moves to
-        // nh(3), which did not: at once. pfx(3) keeps its primary (its alternate may
-        // change), pfx(6) is new, pfx(5) is withdrawn: all at once.
+        // pfx(1) drops (nh(1) down, no alternate) and its repair goes to nh(2), which
+        // routed it through us: waits. pfx(7)'s repair goes to nh(3), which did not: at
+        // once. pfx(2) still forwards on its alternate and pfx(3) on a live primary:
+        // their moves go at once, unasked. pfx(6) is new, pfx(5) withdrawn: at once.
         let computed = BTreeMap::from([
             (pfx(1), via(2, None)),
             (pfx(2), via(3, None)),
-            (pfx(3), via(2, Some(1))),
+            (pfx(3), via(3, Some(1))),
             (pfx(4), Target::Local),
             (pfx(6), via(2, None)),
+            (pfx(7), via(3, None)),
         ]);
         let mut asked = Vec::new();
         let up = |p: &IpNet, k: &NhKey| {
             asked.push((*p, *k));
             *p == pfx(1) && *k == NhKey::from(&nh(2))
         };
-        let (now, next) = o.filter(1000, &installed, &computed, up);
+        let (now, next) = o.filter(1000, &installed, &computed, &down, up);
         let mut want = computed.clone();
         want.insert(pfx(1), via(1, None));
         assert_eq!(now, want);
         assert_eq!(next, Some(1050));
         assert_eq!(
             asked,
-            vec![(pfx(1), NhKey::from(&nh(2))), (pfx(2), NhKey::from(&nh(3)))],
-            "only moves are asked about"
+            vec![(pfx(1), NhKey::from(&nh(2))), (pfx(7), NhKey::from(&nh(3)))],
+            "only repairs of dropping routes are asked about"
         );
         assert_eq!(o.waiting().collect::<Vec<_>>(), vec![&pfx(1)]);
         // Still waiting just before the delay ends (not asked again), moved after it.
         let installed = now;
-        let (now, _) = o.filter(1049, &installed, &computed, |_, _| panic!("asked again"));
+        let never = |_: &IpNet, _: &NhKey| -> bool { panic!("asked again") };
+        let (now, _) = o.filter(1049, &installed, &computed, &down, never);
         assert_eq!(now, installed);
-        let (now, next) = o.filter(1050, &installed, &computed, |_, _| panic!("asked again"));
+        let (now, next) = o.filter(1050, &installed, &computed, &down, never);
         assert_eq!(now, computed);
         assert_eq!(next, None);
         assert_eq!(o.waiting().count(), 0);
+        // A live route never waits, even for an upstream neighbour.
+        let none = BTreeSet::new();
+        let live = BTreeMap::from([(pfx(1), via(1, None))]);
+        let to2 = BTreeMap::from([(pfx(1), via(2, None))]);
+        assert_eq!(o.filter(2000, &live, &to2, &none, |_, _| true).0, to2);
     }
 
     #[test]
-    fn a_wait_restarts_when_the_target_changes_and_ends_when_the_move_does() {
+    fn a_wait_restarts_when_the_target_changes_and_ends_when_the_repair_does() {
         let mut o = SwitchOrder::new(50);
+        let down = BTreeSet::from([NhKey::from(&nh(1))]);
         let installed = BTreeMap::from([(pfx(1), via(1, None))]);
         let to = |n: u8| BTreeMap::from([(pfx(1), via(n, None))]);
-        assert_eq!(o.filter(0, &installed, &to(2), |_, _| true).0, installed);
+        let mut f =
+            |t: u64, c: &BTreeMap<IpNet, Target>| o.filter(t, &installed, c, &down, |_, _| true);
+        assert_eq!(f(0, &to(2)).0, installed);
         // Now towards nh(3), also upstream: a new wait from t = 40.
-        assert_eq!(o.filter(40, &installed, &to(3), |_, _| true).0, installed);
-        assert_eq!(o.filter(60, &installed, &to(3), |_, _| true).0, installed);
-        assert_eq!(o.filter(90, &installed, &to(3), |_, _| true).0, to(3));
+        assert_eq!(f(40, &to(3)).0, installed);
+        assert_eq!(f(60, &to(3)).0, installed);
+        assert_eq!(f(90, &to(3)).0, to(3));
         // Back to the installed primary: nothing waits.
-        o.filter(100, &installed, &to(2), |_, _| true);
-        assert_eq!(o.filter(110, &installed, &installed, |_, _| true).1, None);
+        f(100, &to(2));
+        assert_eq!(f(110, &installed).1, None);
         assert_eq!(o.waiting().count(), 0);
         // A delay of 0 never waits.
         let mut off = SwitchOrder::new(0);
-        assert_eq!(off.filter(0, &installed, &to(2), |_, _| true).0, to(2));
+        assert_eq!(
+            off.filter(0, &installed, &to(2), &down, |_, _| true).0,
+            to(2)
+        );
     }
 
     #[test]
