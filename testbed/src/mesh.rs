@@ -269,6 +269,7 @@ impl Mesh {
                 // Every TTL expiry sends its time-exceeded error back (the probes note
                 // where loops were); the default rate limit would drop most of them.
                 ("net.ipv4.icmp_ratelimit", "0"),
+                ("net.ipv6.icmp.ratelimit", "0"),
             ] {
                 ns.sysctl(k, v)?;
             }

@@ -1,15 +1,20 @@
 //! Sequence-numbered probe flows between clients, and what they tell: delivery ratio,
 //! every outage and its length, hop counts (a packet that crossed more routers than the
-//! mesh has looped).
+//! mesh has looped), and where probes whose TTL ran out died.
 //!
 //! A probe is a UDP datagram to [`PROBE_PORT`] carrying `"DCMP"`, the flow id (u16), the
 //! sequence number (u64) and the send time (u64 ns since the run's start), big-endian.
-//! Senders pace each flow at its rate from one thread; one receiver thread reads every
-//! client's socket and notes arrival time and the IP TTL left (sent with TTL 64).
-//! Analysis functions are pure and take the records.
+//! Every flow runs over one address family: IPv4 probes leave with TTL 64 and the
+//! receiver reads the TTL left (`IP_RECVTTL`); IPv6 probes leave with hop limit 64
+//! (`IPV6_UNICAST_HOPS`) and the receiver reads the hop limit left
+//! (`IPV6_RECVHOPLIMIT`). Senders pace each flow at its rate from one thread; one
+//! receiver thread reads every client's sockets and notes arrival time and TTL / hop
+//! limit left. Raw ICMP and ICMPv6 listeners in the source clients catch the
+//! time-exceeded errors routers send about our probes. Analysis functions are pure and
+//! take the records.
 use std::{
-    net::{SocketAddr, UdpSocket},
-    os::fd::AsRawFd,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -22,12 +27,63 @@ use serde::Serialize;
 
 /// UDP port probes go to.
 pub const PROBE_PORT: u16 = 47_474;
-/// TTL probes leave with.
+/// TTL (IPv4) or hop limit (IPv6) probes leave with.
 pub const INITIAL_TTL: u8 = 64;
 const MAGIC: [u8; 4] = *b"DCMP";
 const LEN: usize = 4 + 2 + 8 + 8;
 
-/// One flow: from a socket in the source client to the destination address.
+/// The address family a flow runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        })
+    }
+}
+
+/// Which families every configured flow runs over. With `Both`, each flow gets an IPv4
+/// and an IPv6 twin, each at the flow's configured rate: a client's probe traffic is
+/// twice what one family alone sends (the report's header says so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Families {
+    V4,
+    V6,
+    #[default]
+    Both,
+}
+
+impl Families {
+    /// The families, IPv4 first.
+    pub fn members(self) -> &'static [Family] {
+        match self {
+            Families::V4 => &[Family::V4],
+            Families::V6 => &[Family::V6],
+            Families::Both => &[Family::V4, Family::V6],
+        }
+    }
+}
+
+impl std::fmt::Display for Families {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Families::V4 => "IPv4 only",
+            Families::V6 => "IPv6 only",
+            Families::Both => "IPv4 and IPv6",
+        })
+    }
+}
+
+/// One flow: from a socket in the source client to the destination address (whose
+/// family is the flow's).
 #[derive(Clone, Debug)]
 pub struct FlowSpec {
     pub from: usize,
@@ -37,12 +93,22 @@ pub struct FlowSpec {
     pub dst: SocketAddr,
 }
 
+impl FlowSpec {
+    pub fn family(&self) -> Family {
+        match self.dst {
+            SocketAddr::V4(_) => Family::V4,
+            SocketAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
 /// One received probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Rx {
     /// Arrival, ns since the run's start.
     pub ns: u64,
-    /// IP TTL left on arrival (`None` if the kernel did not report it).
+    /// IPv4 TTL or IPv6 hop limit left on arrival (`None` if the kernel did not report
+    /// it).
     pub ttl: Option<u8>,
 }
 
@@ -64,13 +130,14 @@ pub struct FlowRec {
     pub dups: u64,
     /// `send` calls that failed (e.g. no route on the client); the probe counts as lost.
     pub send_errors: u64,
-    /// Probes whose TTL ran out in the mesh (a loop), as the ICMP time-exceeded errors
-    /// routers sent back tell. Diagnostic detail only: routers rate-limit those errors
-    /// and they can be lost, so the datapath's TTL counters remain the measure.
+    /// Probes whose TTL / hop limit ran out in the mesh (a loop), as the ICMP or ICMPv6
+    /// time-exceeded errors routers sent back tell. Diagnostic detail only: routers
+    /// rate-limit those errors and they can be lost, so the datapath's TTL counters
+    /// remain the measure.
     pub expired: Vec<Expiry>,
 }
 
-/// A probe whose TTL ran out, from the router's ICMP time-exceeded error.
+/// A probe whose TTL / hop limit ran out, from the router's time-exceeded error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Expiry {
     pub seq: u64,
@@ -78,8 +145,8 @@ pub struct Expiry {
     pub sent_ns: u64,
     /// Arrival of the error at the sender, ns since the run's start.
     pub at_ns: u64,
-    /// The router that dropped it (source of the ICMP error).
-    pub router: std::net::Ipv4Addr,
+    /// The router that dropped it (source of the ICMP / ICMPv6 error).
+    pub router: IpAddr,
 }
 
 impl FlowRec {
@@ -109,15 +176,25 @@ fn decode(b: &[u8]) -> Option<(u16, u64, u64)> {
     ))
 }
 
+/// (flow, seq, send ns) of the probe a quoted UDP header (and what follows) carries, if
+/// it went to [`PROBE_PORT`] and the whole payload is quoted.
+fn decode_quoted_udp(udp: &[u8]) -> Option<(u16, u64, u64)> {
+    let dport = u16::from_be_bytes(udp.get(2..4)?.try_into().ok()?);
+    if dport != PROBE_PORT {
+        return None;
+    }
+    decode(udp.get(8..8 + LEN)?)
+}
+
 /// (router, flow, seq, send ns) of an IPv4 packet (as a raw ICMP socket reads it: IP
 /// header first) that is an ICMP time-exceeded error quoting one of our probes whole
 /// (Linux quotes up to 576 bytes), or `None` for anything else.
-pub fn decode_time_exceeded(p: &[u8]) -> Option<(std::net::Ipv4Addr, u16, u64, u64)> {
+pub fn decode_time_exceeded(p: &[u8]) -> Option<(Ipv4Addr, u16, u64, u64)> {
     let ihl = usize::from(*p.first()? & 0x0f) * 4;
     if p[0] >> 4 != 4 || ihl < 20 || p.len() < ihl + 8 || p[9] != 1 {
         return None;
     }
-    let router = std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    let router = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
     let icmp = &p[ihl..];
     if icmp[0] != 11 || icmp[1] != 0 {
         return None;
@@ -127,27 +204,125 @@ pub fn decode_time_exceeded(p: &[u8]) -> Option<(std::net::Ipv4Addr, u16, u64, u
     if inner[0] >> 4 != 4 || ihl2 < 20 || inner.len() < ihl2 + 8 + LEN || inner[9] != 17 {
         return None;
     }
-    let (flow, seq, ns) = decode(&inner[ihl2 + 8..ihl2 + 8 + LEN])?;
+    let (flow, seq, ns) = decode_quoted_udp(&inner[ihl2..])?;
     Some((router, flow, seq, ns))
+}
+
+/// ICMPv6 type of a time-exceeded error (RFC 4443 §3.3); code 0 is "hop limit exceeded
+/// in transit" (code 1, fragment reassembly, is not about loops).
+const ICMP6_TIME_EXCEEDED: u8 = 3;
+/// Extension headers walked to reach the quoted UDP header: hop-by-hop options,
+/// routing, destination options (all `(next header, length in 8-byte units - 1)`).
+const IPV6_EXT_HEADERS: [u8; 3] = [0, 43, 60];
+
+/// (router, flow, seq, send ns) of an ICMPv6 message (as a raw ICMPv6 socket reads it:
+/// the ICMPv6 header first, no IPv6 header) from `src` that is a time-exceeded error
+/// (hop limit exceeded in transit) quoting one of our probes whole (Linux quotes up to
+/// 1280 bytes), or `None` for anything else. `src` is the router that sent the error.
+pub fn decode_time_exceeded6(src: Ipv6Addr, icmp: &[u8]) -> Option<(Ipv6Addr, u16, u64, u64)> {
+    if icmp.len() < 8 || icmp[0] != ICMP6_TIME_EXCEEDED || icmp[1] != 0 {
+        return None;
+    }
+    let inner = &icmp[8..];
+    if inner.len() < 40 || inner[0] >> 4 != 6 {
+        return None;
+    }
+    let mut next = inner[6];
+    let mut at = 40;
+    // A bounded walk: a quote holds at most a few extension headers.
+    for _ in 0..8 {
+        if next == 17 {
+            let (flow, seq, ns) = decode_quoted_udp(inner.get(at..)?)?;
+            return Some((src, flow, seq, ns));
+        }
+        if !IPV6_EXT_HEADERS.contains(&next) {
+            return None;
+        }
+        let h = inner.get(at..at + 2)?;
+        next = h[0];
+        at += (usize::from(h[1]) + 1) * 8;
+    }
+    None
 }
 
 /// A raw ICMPv4 socket in the calling thread's namespace (every ICMP message arriving
 /// there is copied to it; nothing is sent).
-pub fn icmp_listener() -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub fn icmp_listener() -> std::io::Result<OwnedFd> {
+    raw_socket(libc::AF_INET, libc::IPPROTO_ICMP)
+}
+
+/// `ICMP6_FILTER` from linux/icmpv6.h (level `IPPROTO_ICMPV6`; libc does not export it).
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// A raw ICMPv6 socket in the calling thread's namespace that receives only
+/// time-exceeded errors (a kernel filter keeps neighbour discovery and the rest out;
+/// nothing is sent).
+pub fn icmp6_listener() -> std::io::Result<OwnedFd> {
+    let fd = raw_socket(libc::AF_INET6, libc::IPPROTO_ICMPV6)?;
+    // struct icmp6_filter: 256 bits, a set bit blocks that type.
+    let mut filter = [u32::MAX; 8];
+    let t = usize::from(ICMP6_TIME_EXCEEDED);
+    filter[t / 32] &= !(1u32 << (t % 32));
+    // SAFETY: valid fd; the option value is the 32-byte filter.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_ICMPV6,
+            ICMP6_FILTER,
+            filter.as_ptr().cast(),
+            std::mem::size_of_val(&filter) as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn raw_socket(domain: libc::c_int, proto: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the fd is owned by the returned value.
     let fd = unsafe {
         libc::socket(
-            libc::AF_INET,
+            domain,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_ICMP,
+            proto,
         )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor nobody else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The time-exceeded listener of `family` in the calling thread's namespace.
+pub fn listener(family: Family) -> std::io::Result<OwnedFd> {
+    match family {
+        Family::V4 => icmp_listener(),
+        Family::V6 => icmp6_listener(),
+    }
+}
+
+/// A probe sender socket of `family` in the calling thread's namespace: bound to an
+/// ephemeral port, probes leave with TTL / hop limit [`INITIAL_TTL`].
+pub fn sender(family: Family) -> std::io::Result<UdpSocket> {
+    match family {
+        Family::V4 => {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            s.set_ttl(u32::from(INITIAL_TTL))?;
+            Ok(s)
+        }
+        Family::V6 => {
+            let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?;
+            setsockopt_int(
+                &s,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_UNICAST_HOPS,
+                INITIAL_TTL.into(),
+            )?;
+            Ok(s)
+        }
+    }
 }
 
 /// Running probe flows. Stop with [`Probes::stop`] (also on drop).
@@ -160,15 +335,19 @@ pub struct Probes {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn enable_ttl(s: &UdpSocket) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
+fn setsockopt_int(
+    s: &impl AsRawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: valid fd and a c_int option value.
     let rc = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_RECVTTL,
-            (&one as *const libc::c_int).cast(),
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -178,7 +357,15 @@ fn enable_ttl(s: &UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One datagram and the TTL it arrived with.
+/// Asks the kernel to report the TTL (IPv4) or hop limit (IPv6) of every datagram.
+fn enable_ttl(s: &UdpSocket) -> std::io::Result<()> {
+    match s.local_addr()? {
+        SocketAddr::V4(_) => setsockopt_int(s, libc::IPPROTO_IP, libc::IP_RECVTTL, 1),
+        SocketAddr::V6(_) => setsockopt_int(s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1),
+    }
+}
+
+/// One datagram and the TTL / hop limit it arrived with.
 fn recv_ttl(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<u8>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -201,7 +388,10 @@ fn recv_ttl(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<u8>
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_TTL {
+            let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+            if (level == libc::IPPROTO_IP && kind == libc::IP_TTL)
+                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT)
+            {
                 let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
                 ttl = u8::try_from(v).ok();
             }
@@ -213,13 +403,15 @@ fn recv_ttl(s: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<u8>
 
 impl Probes {
     /// Starts the flows. `senders[i]` is flow i's socket (bound inside its source
-    /// client); `receivers` are (client index, socket bound to [`PROBE_PORT`] there).
-    /// Times are measured from `t0`.
+    /// client, of the flow's family, e.g. from [`sender`]); `receivers` are (client
+    /// index, socket bound to [`PROBE_PORT`] on its address of a family there); `icmp`
+    /// are time-exceeded listeners (from [`listener`]) in the source clients, with their
+    /// family. Times are measured from `t0`.
     pub fn start(
         flows: Vec<FlowSpec>,
         senders: Vec<UdpSocket>,
         receivers: Vec<(usize, UdpSocket)>,
-        icmp: Vec<std::os::fd::OwnedFd>,
+        icmp: Vec<(Family, OwnedFd)>,
         t0: Instant,
     ) -> std::io::Result<Self> {
         assert_eq!(flows.len(), senders.len(), "one sender socket per flow");
@@ -356,7 +548,7 @@ fn send(
 fn receive(
     flows: &[FlowSpec],
     socks: &[(usize, UdpSocket)],
-    icmp: &[std::os::fd::OwnedFd],
+    icmp: &[(Family, OwnedFd)],
     recs: &[Mutex<FlowRec>],
     stop: &AtomicBool,
     stray: &AtomicU64,
@@ -365,7 +557,7 @@ fn receive(
     let mut fds: Vec<libc::pollfd> = socks
         .iter()
         .map(|(_, s)| s.as_raw_fd())
-        .chain(icmp.iter().map(|f| f.as_raw_fd()))
+        .chain(icmp.iter().map(|(_, f)| f.as_raw_fd()))
         .map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -379,9 +571,9 @@ fn receive(
         if n <= 0 {
             continue;
         }
-        for (k, fd) in icmp.iter().enumerate() {
+        for (k, (family, fd)) in icmp.iter().enumerate() {
             if fds[socks.len() + k].revents != 0 {
-                read_icmp(fd, flows, recs, t0);
+                read_icmp(*family, fd, flows, recs, t0);
             }
         }
         for (k, (client, s)) in socks.iter().enumerate() {
@@ -418,30 +610,68 @@ fn receive(
     }
 }
 
-/// Drains a raw ICMP socket, noting time-exceeded errors about our probes.
-fn read_icmp(fd: &std::os::fd::OwnedFd, flows: &[FlowSpec], recs: &[Mutex<FlowRec>], t0: Instant) {
+/// One datagram from a raw socket and its source address.
+fn recv_from(fd: &OwnedFd, buf: &mut [u8]) -> Option<(usize, IpAddr)> {
+    // SAFETY: sockaddr_storage is plain data.
+    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut sa_len = std::mem::size_of_val(&sa) as libc::socklen_t;
+    // SAFETY: buf and sa are valid for their lengths; non-blocking socket.
+    let n = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            (&mut sa as *mut libc::sockaddr_storage).cast(),
+            &mut sa_len,
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    let src = match i32::from(sa.ss_family) {
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (ss_family says so).
+            let s6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read((&sa as *const libc::sockaddr_storage).cast()) };
+            IpAddr::V6(Ipv6Addr::from(s6.sin6_addr.s6_addr))
+        }
+        // IPv4 raw sockets carry the IP header, which names the source itself.
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    Some((n as usize, src))
+}
+
+/// Drains a raw ICMP or ICMPv6 socket, noting time-exceeded errors about our probes
+/// of that family.
+fn read_icmp(
+    family: Family,
+    fd: &OwnedFd,
+    flows: &[FlowSpec],
+    recs: &[Mutex<FlowRec>],
+    t0: Instant,
+) {
     let mut buf = [0u8; 1500];
-    loop {
-        // SAFETY: buf is valid for its length; non-blocking socket.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            return;
-        }
+    while let Some((n, src)) = recv_from(fd, &mut buf) {
         let at_ns = ns_since(t0);
-        let Some((router, flow, seq, sent_ns)) = decode_time_exceeded(&buf[..n as usize]) else {
+        let p = &buf[..n];
+        let decoded = match (family, src) {
+            (Family::V4, _) => {
+                decode_time_exceeded(p).map(|(r, f, s, ns)| (IpAddr::V4(r), f, s, ns))
+            }
+            (Family::V6, IpAddr::V6(src)) => {
+                decode_time_exceeded6(src, p).map(|(r, f, s, ns)| (IpAddr::V6(r), f, s, ns))
+            }
+            (Family::V6, IpAddr::V4(_)) => None,
+        };
+        let Some((router, flow, seq, sent_ns)) = decoded else {
             continue;
         };
-        if usize::from(flow) >= flows.len() {
+        let f = usize::from(flow);
+        if f >= flows.len() || flows[f].family() != family {
             continue;
         }
-        if let Ok(mut r) = recs[usize::from(flow)].lock() {
+        if let Ok(mut r) = recs[f].lock() {
             r.expired.push(Expiry {
                 seq,
                 sent_ns,
@@ -592,6 +822,155 @@ mod tests {
         let mut bad = b;
         bad[0] = b'X';
         assert_eq!(decode(&bad), None);
+    }
+
+    /// A quoted UDP probe datagram: header to [`PROBE_PORT`] and payload.
+    fn udp_probe(flow: u16, seq: u64, ns: u64) -> Vec<u8> {
+        let mut u = vec![0xc3, 0x50];
+        u.extend_from_slice(&PROBE_PORT.to_be_bytes());
+        u.extend_from_slice(&((8 + LEN) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(&encode(flow, seq, ns));
+        u
+    }
+
+    /// An ICMPv6 time-exceeded message (no IPv6 header, as a raw socket reads it)
+    /// quoting an IPv6 packet whose headers after the fixed one are `ext` (each
+    /// `(next header, bytes)`), then `udp`.
+    fn icmp6(ext: &[(u8, Vec<u8>)], udp: &[u8]) -> Vec<u8> {
+        let mut m = vec![3, 0, 0x12, 0x34, 0, 0, 0, 0];
+        let first = ext.first().map_or(17, |e| e.0);
+        let payload: usize = ext.iter().map(|e| e.1.len()).sum::<usize>() + udp.len();
+        m.extend_from_slice(&[0x60, 0, 0, 0]);
+        m.extend_from_slice(&(payload as u16).to_be_bytes());
+        m.extend_from_slice(&[first, 1]);
+        m.extend_from_slice(&"fd00:100:1::2".parse::<Ipv6Addr>().unwrap().octets());
+        m.extend_from_slice(&"fd00:100:2::2".parse::<Ipv6Addr>().unwrap().octets());
+        for e in ext {
+            m.extend_from_slice(&e.1);
+        }
+        m.extend_from_slice(udp);
+        m
+    }
+
+    /// An extension header of `len` bytes (a multiple of 8) followed by `next`.
+    fn ext_header(next: u8, len: usize) -> Vec<u8> {
+        let mut h = vec![0u8; len];
+        h[0] = next;
+        h[1] = (len / 8 - 1) as u8;
+        h
+    }
+
+    /// An IPv4 packet from `router` carrying an ICMP time-exceeded error that quotes
+    /// the IPv4 header of a probe and `udp`.
+    fn icmp4(router: Ipv4Addr, udp: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+        p.extend_from_slice(&router.octets());
+        p.extend_from_slice(&[10, 100, 1, 2]);
+        p.extend_from_slice(&[11, 0, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 1, 17, 0, 0]);
+        p.extend_from_slice(&[10, 100, 1, 2, 10, 100, 2, 2]);
+        p.extend_from_slice(udp);
+        p
+    }
+
+    #[test]
+    fn icmp6_time_exceeded_names_router_and_probe() {
+        let r: Ipv6Addr = "fd00:ff::3".parse().unwrap();
+        let m = icmp6(&[], &udp_probe(5, 77, 1_234));
+        assert_eq!(decode_time_exceeded6(r, &m), Some((r, 5, 77, 1_234)));
+        // Past hop-by-hop and destination options headers too.
+        let ext = [(0, ext_header(60, 8)), (60, ext_header(17, 16))];
+        let m = icmp6(&ext, &udp_probe(1, 2, 3));
+        assert_eq!(decode_time_exceeded6(r, &m), Some((r, 1, 2, 3)));
+        // Bytes after the quoted probe (padding) do not matter.
+        let mut m = icmp6(&[], &udp_probe(5, 77, 1_234));
+        m.extend_from_slice(&[0; 4]);
+        assert_eq!(decode_time_exceeded6(r, &m), Some((r, 5, 77, 1_234)));
+    }
+
+    #[test]
+    fn icmp6_foreign_malformed_and_truncated_messages_are_none() {
+        let r: Ipv6Addr = "fd00:ff::3".parse().unwrap();
+        let good = icmp6(&[], &udp_probe(5, 77, 1_234));
+        for len in 0..good.len() {
+            assert_eq!(decode_time_exceeded6(r, &good[..len]), None, "cut at {len}");
+        }
+        let mutate = |at: usize, v: u8| {
+            let mut m = good.clone();
+            m[at] = v;
+            decode_time_exceeded6(r, &m)
+        };
+        assert_eq!(mutate(0, 1), None, "destination unreachable");
+        assert_eq!(mutate(0, 129), None, "echo reply");
+        assert_eq!(mutate(1, 1), None, "reassembly time exceeded");
+        assert_eq!(mutate(8, 0x40), None, "quoted packet is not IPv6");
+        assert_eq!(mutate(8 + 6, 6), None, "quoted packet is TCP");
+        assert_eq!(mutate(8 + 6, 44), None, "fragment header (not walked)");
+        assert_eq!(mutate(8 + 40 + 3, 53), None, "UDP to another port");
+        assert_eq!(mutate(8 + 40 + 8, b'X'), None, "not our magic");
+        // An extension header claiming more bytes than were quoted.
+        let mut m = icmp6(&[(0, ext_header(17, 8))], &udp_probe(1, 2, 3));
+        m[8 + 40 + 1] = 200;
+        assert_eq!(decode_time_exceeded6(r, &m), None);
+        // A chain of extension headers longer than the walk allows.
+        let chain: Vec<(u8, Vec<u8>)> = (0..9).map(|_| (60, ext_header(60, 8))).collect();
+        assert_eq!(decode_time_exceeded6(r, &icmp6(&chain, &[])), None);
+    }
+
+    #[test]
+    fn icmp_decoders_never_panic_on_random_bytes() {
+        let r: Ipv6Addr = "fd00:ff::3".parse().unwrap();
+        let mut rng = fastrand::Rng::with_seed(4);
+        let good6 = icmp6(&[(0, ext_header(17, 8))], &udp_probe(5, 77, 1_234));
+        let good4 = icmp4(Ipv4Addr::new(10, 255, 0, 3), &udp_probe(5, 77, 1_234));
+        for _ in 0..20_000 {
+            let len = rng.usize(0..120);
+            let noise: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let _ = decode_time_exceeded6(r, &noise);
+            let _ = decode_time_exceeded(&noise);
+            // Valid messages with a few bytes flipped reach the deeper checks.
+            let (mut m6, mut m4) = (good6.clone(), good4.clone());
+            for _ in 0..rng.usize(1..4) {
+                let i = rng.usize(..m6.len());
+                m6[i] = rng.u8(..);
+                let i = rng.usize(..m4.len());
+                m4[i] = rng.u8(..);
+            }
+            let _ = decode_time_exceeded6(r, &m6);
+            let _ = decode_time_exceeded(&m4);
+        }
+    }
+
+    #[test]
+    fn icmp4_time_exceeded_names_router_and_probe() {
+        let router = Ipv4Addr::new(10, 255, 0, 3);
+        let good = icmp4(router, &udp_probe(9, 8, 7));
+        assert_eq!(decode_time_exceeded(&good), Some((router, 9, 8, 7)));
+        for len in 0..good.len() {
+            assert_eq!(decode_time_exceeded(&good[..len]), None, "cut at {len}");
+        }
+        let mut m = good.clone();
+        m[20] = 3; // destination unreachable
+        assert_eq!(decode_time_exceeded(&m), None);
+        let mut m = good.clone();
+        m[20 + 8 + 20 + 3] = 53; // UDP to another port
+        assert_eq!(decode_time_exceeded(&m), None);
+    }
+
+    #[test]
+    fn families_expand_in_order() {
+        assert_eq!(Families::Both.members(), &[Family::V4, Family::V6]);
+        assert_eq!(Families::V6.members(), &[Family::V6]);
+        assert_eq!(Families::default(), Families::Both);
+        assert_eq!(format!("{}", Family::V6), "v6");
+        let f = FlowSpec {
+            from: 0,
+            to: 1,
+            rate: 1,
+            dst: "[fd00::1]:1".parse().unwrap(),
+        };
+        assert_eq!(f.family(), Family::V6);
     }
 
     #[test]

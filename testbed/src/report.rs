@@ -1,6 +1,8 @@
 //! Results of a run: a JSON document and a readable summary.
 use serde::Serialize;
 
+use crate::probe::{Families, Family};
+
 /// min / median / p90 / p99 / max of a set of values (milliseconds).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Distribution {
@@ -61,6 +63,9 @@ pub struct OutageReport {
 pub struct FlowReport {
     pub from: String,
     pub to: String,
+    /// "v4" or "v6".
+    pub family: Family,
+    /// Probes per second of this flow alone.
     pub rate: u32,
     pub sent: u64,
     pub delivered: u64,
@@ -93,7 +98,7 @@ pub struct FaultReport {
     pub table_loop_polls: u64,
     /// Longest probe outage that began around this fault (expected-deliverable flows).
     pub reroute_ms: Option<f64>,
-    /// Per flow ("c1→c2"): probes lost from the fault to 500 ms after its restore.
+    /// Per flow ("c1→c2 v6"): probes lost from the fault to 500 ms after its restore.
     pub lost_per_flow: Vec<(String, u64)>,
     /// The first failed check after the fault: which destinations were not delivered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -103,7 +108,7 @@ pub struct FaultReport {
 /// A probe whose TTL ran out, as the router's ICMP time-exceeded error told its sender.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ExpiredProbe {
-    /// "c1→c2".
+    /// "c1→c2 v6".
     pub flow: String,
     pub seq: u64,
     /// Send time, ms since the probes started.
@@ -164,6 +169,11 @@ pub struct Report {
     pub poll_ms: f64,
     /// Probes shorter than this many in a row lost do not count as an outage.
     pub min_outage_probes: u64,
+    /// The address families every configured flow ran over; with both, each flow has
+    /// an IPv4 and an IPv6 twin, each at the configured rate.
+    pub probe_families: Families,
+    /// Probes per second of all flows together (every family's twin counted).
+    pub probe_rate_total: u64,
     pub flows: Vec<FlowReport>,
     pub faults: Vec<FaultReport>,
     /// Every probe.
@@ -217,6 +227,17 @@ impl Report {
         s += &format!(
             "initial convergence {:.0} ms; measured {:.1} s; checks every {:.0} ms\n",
             self.initial_convergence_ms, self.duration_s, self.poll_ms
+        );
+        s += &format!(
+            "probes: {} flows over {}{}, {} probes/s in all\n",
+            self.flows.len(),
+            self.probe_families,
+            if self.probe_families == Families::Both {
+                " (each configured flow twice, once per family, each at its configured rate)"
+            } else {
+                ""
+            },
+            self.probe_rate_total
         );
         s += &format!(
             "delivery: all probes {} of {} ({}); outside convergence windows {} of {} ({}); \
@@ -331,9 +352,10 @@ impl Report {
                 .map(|o| o.len_ms)
                 .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
             s += &format!(
-                "  {}→{} @{}/s: {} of {} delivered, {} outages (longest {}), max {} hops{}\n",
+                "  {}→{} {} @{}/s: {} of {} delivered, {} outages (longest {}), max {} hops{}\n",
                 f.from,
                 f.to,
+                f.family,
                 f.rate,
                 f.delivered,
                 f.sent,
@@ -393,10 +415,34 @@ mod tests {
                 lost_per_flow: vec![("c1→c2".into(), 3)],
                 first_failures: vec![],
             }],
+            flows: vec![FlowReport {
+                from: "c1".into(),
+                to: "c2".into(),
+                family: Family::V6,
+                rate: 200,
+                sent: 1000,
+                delivered: 999,
+                dups: 0,
+                send_errors: 0,
+                looped: 0,
+                max_hops: Some(3),
+                looped_at_ms: vec![],
+                outages: vec![],
+            }],
+            probe_rate_total: 400,
             ..Report::default()
         };
         let s = r.summary();
-        for want in ["99.900 %", "100.000 %", "link-down n1-n2", "loops: 0"] {
+        for want in [
+            "99.900 %",
+            "100.000 %",
+            "link-down n1-n2",
+            "loops: 0",
+            "c1→c2 v6 @200/s: 999 of 1000 delivered",
+            "max 3 hops",
+            "over IPv4 and IPv6 (each configured flow twice, once per family, each at its \
+             configured rate), 400 probes/s in all",
+        ] {
             assert!(s.contains(want), "{want} missing:\n{s}");
         }
         assert_eq!(r.loops(), 0);

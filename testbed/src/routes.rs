@@ -211,8 +211,8 @@ mod tests {
 
     #[test]
     fn diamond_prefers_the_cheap_side_and_keeps_the_other_as_alternate() {
-        // 0 —1— 1 —1— 3 and 0 —2— 2 —2— 3.
-        let g = undirected(4, &[(0, 1, 1), (1, 3, 1), (0, 2, 2), (2, 3, 2)]);
+        // 0 —1— 1 —1— 3 and 0 —2— 2 —1— 3: 2 is nearer to 3 than 0 is (downstream).
+        let g = undirected(4, &[(0, 1, 1), (1, 3, 1), (0, 2, 2), (2, 3, 1)]);
         let t = compute(&g);
         assert_eq!(
             t[0][3],
@@ -222,6 +222,9 @@ mod tests {
                 cost: 2
             })
         );
+        // With 2 —2— 3, 2 is as far from 3 as 0 is: loop-free, but not downstream.
+        let g = undirected(4, &[(0, 1, 1), (1, 3, 1), (0, 2, 2), (2, 3, 2)]);
+        assert_eq!(compute(&g)[0][3].unwrap().alt, None);
         // A line has no alternate.
         let line = undirected(3, &[(0, 1, 1), (1, 2, 1)]);
         assert_eq!(compute(&line)[0][2].unwrap().alt, None);

@@ -19,7 +19,7 @@ use dcmesh_schema::Counter;
 use crate::{
     converge::{self, Outcome, Snapshot},
     mesh::{Controller, Mesh},
-    probe::{self, FlowSpec, Probes, PROBE_PORT},
+    probe::{self, Families, Family, FlowSpec, Probes, PROBE_PORT},
     report::{
         Delivery, Distribution, ExpiredProbe, FaultReport, FlowReport, OutageReport, Report,
         TableLoop,
@@ -57,6 +57,9 @@ pub struct RunConfig {
     pub live: Live,
     /// The caller already waited for convergence, this long: do not wait again.
     pub converged_after: Option<Duration>,
+    /// Address families every probe flow runs over; with both, each family's twin
+    /// sends at the flow's configured rate.
+    pub families: Families,
 }
 
 impl Default for RunConfig {
@@ -70,6 +73,7 @@ impl Default for RunConfig {
             min_outage: 2,
             live: Live::Off,
             converged_after: None,
+            families: Families::Both,
         }
     }
 }
@@ -116,48 +120,93 @@ pub fn describe(t: &Topology, a: &Action) -> String {
     }
 }
 
-/// Opens the probe sockets inside the clients and starts the flows.
-pub fn start_probes(mesh: &Mesh, t0: Instant) -> Result<Probes> {
+/// Opens the probe sockets inside the clients and starts the flows: every configured
+/// flow once per family in `families` (IPv4 twin first), each at the flow's rate.
+pub fn start_probes(mesh: &Mesh, t0: Instant, families: Families) -> Result<Probes> {
     let t = &mesh.topo;
+    let addr = |k: usize, fam: Family| -> SocketAddr {
+        let c = &mesh.clients[k];
+        match fam {
+            Family::V4 => SocketAddr::from((c.addr4, PROBE_PORT)),
+            Family::V6 => SocketAddr::from((c.addr6, PROBE_PORT)),
+        }
+    };
+    let configured = t.probe_flows();
+    let n = configured.len() * families.members().len();
+    // Probes carry their flow's index as a u16.
+    if n > usize::from(u16::MAX) + 1 {
+        bail!(
+            "{n} probe flows ({} configured, {families}): at most 65536 fit the probe \
+             format; list fewer [[probe]] flows or pick one family with --family",
+            configured.len()
+        );
+    }
     let mut flows = Vec::new();
     let mut senders = Vec::new();
-    for p in t.probe_flows() {
+    for p in configured {
         let from = t.client_index(&p.from).expect("validated");
         let to = t.client_index(&p.to).expect("validated");
-        let dst = SocketAddr::from((mesh.clients[to].addr4, PROBE_PORT));
-        let s = mesh.clients[from]
-            .ns
-            .enter(|| -> std::io::Result<UdpSocket> {
-                let s = UdpSocket::bind("0.0.0.0:0")?;
-                s.set_ttl(u32::from(probe::INITIAL_TTL))?;
-                Ok(s)
-            })??;
-        senders.push(s);
-        flows.push(FlowSpec {
-            from,
-            to,
-            rate: p.rate,
-            dst,
-        });
+        for &fam in families.members() {
+            let s = mesh.clients[from].ns.enter(|| probe::sender(fam))??;
+            senders.push(s);
+            flows.push(FlowSpec {
+                from,
+                to,
+                rate: p.rate,
+                dst: addr(to, fam),
+            });
+        }
     }
     let mut receivers = Vec::new();
-    let mut dsts: Vec<usize> = flows.iter().map(|f| f.to).collect();
+    let mut dsts: Vec<(usize, Family)> = flows.iter().map(|f| (f.to, f.family())).collect();
     dsts.sort_unstable();
     dsts.dedup();
-    for k in dsts {
-        let addr = SocketAddr::from((mesh.clients[k].addr4, PROBE_PORT));
-        let s = mesh.clients[k].ns.enter(|| UdpSocket::bind(addr))??;
+    for (k, fam) in dsts {
+        let a = addr(k, fam);
+        let s = mesh.clients[k].ns.enter(|| UdpSocket::bind(a))??;
         receivers.push((k, s));
     }
-    // Time-exceeded errors come back to the sources: one raw ICMP listener per source.
-    let mut srcs: Vec<usize> = flows.iter().map(|f| f.from).collect();
+    // Time-exceeded errors come back to the sources: one raw ICMP or ICMPv6 listener
+    // per source and family.
+    let mut srcs: Vec<(usize, Family)> = flows.iter().map(|f| (f.from, f.family())).collect();
     srcs.sort_unstable();
     srcs.dedup();
     let mut icmp = Vec::new();
-    for k in srcs {
-        icmp.push(mesh.clients[k].ns.enter(probe::icmp_listener)??);
+    for (k, fam) in srcs {
+        icmp.push((fam, mesh.clients[k].ns.enter(|| probe::listener(fam))??));
     }
     Ok(Probes::start(flows, senders, receivers, icmp, t0)?)
+}
+
+/// A flow's name in reports: "c1→c2 v6".
+pub fn flow_label(mesh: &Mesh, f: &FlowSpec) -> String {
+    format!(
+        "{}→{} {}",
+        mesh.clients[f.from].name,
+        mesh.clients[f.to].name,
+        f.family()
+    )
+}
+
+/// The node that owns `a` (its router address, or the gateway address of one of its
+/// clients' access prefixes: a router's ICMP errors may come from either), by name;
+/// else the address itself.
+pub fn router_name(mesh: &Mesh, a: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    let node = (0..mesh.nodes.len())
+        .find(|&i| {
+            a == IpAddr::V4(crate::plan::node_v4(i)) || a == IpAddr::V6(crate::plan::node_v6(i))
+        })
+        .or_else(|| {
+            mesh.clients
+                .iter()
+                .find(|c| {
+                    a == IpAddr::V4(crate::plan::access_v4(c.prefix4).0)
+                        || a == IpAddr::V6(crate::plan::access_v6(c.prefix6).0)
+                })
+                .map(|c| c.node)
+        });
+    node.map_or(a.to_string(), |i| mesh.nodes[i].name.clone())
 }
 
 /// Waits until the convergence check passes; returns the time it took.
@@ -246,7 +295,7 @@ pub fn run(
         None => timeline.last().map(|f| ns(f.at + cfg.tail)),
     };
     let t0 = Instant::now();
-    let probes = start_probes(mesh, t0)?;
+    let probes = start_probes(mesh, t0, cfg.families)?;
     let n = mesh.nodes.len();
     let flow_nodes: Vec<(usize, usize)> = probes
         .flows()
@@ -394,6 +443,7 @@ pub fn run(
             unreachable[k].push((*s, end));
         }
     }
+    let specs = probes.flows().to_vec();
     let recs = probes.stop(Duration::from_millis(500));
     for (i, last) in ttl_last.iter().enumerate() {
         if let (Some(c), Some(l)) = (loop_counters(mesh, i), *last) {
@@ -422,10 +472,8 @@ pub fn run(
     let mut fault_outage: Vec<Option<f64>> = vec![None; tracks.len()];
     let mut fault_lost: Vec<Vec<(String, u64)>> = vec![Vec::new(); tracks.len()];
     let mut lost_outside: Vec<(String, f64)> = Vec::new();
-    for (k, (spec, r)) in probes_flows(&recs, mesh, &flow_nodes)
-        .into_iter()
-        .enumerate()
-    {
+    for (k, (spec, r)) in specs.iter().zip(&recs).enumerate() {
+        let label = flow_label(mesh, spec);
         let (s, g) = probe::delivery(r, &[], false);
         sent += s;
         got += g;
@@ -438,7 +486,7 @@ pub fn run(
             }
             let within = excl.iter().any(|&(a, b)| sent_ns >= a && sent_ns < b);
             if !within && r.recv.get(seq).copied().flatten().is_none() {
-                lost_outside.push((format!("{}→{}", spec.0, spec.1), sent_ns as f64 / 1e6));
+                lost_outside.push((label.clone(), sent_ns as f64 / 1e6));
             }
         }
         osent += os;
@@ -450,9 +498,9 @@ pub fn run(
         for (i, t) in tracks.iter().enumerate() {
             let w = (t.at_ns, t.at_ns + t.restored_ns.unwrap_or(0) + 500_000_000);
             let (s, g) = probe::delivery(r, &[w], true);
-            fault_lost[i].push((format!("{}→{}", spec.0, spec.1), s - g));
+            fault_lost[i].push((label.clone(), s - g));
         }
-        let period = 1_000_000_000 / u64::from(spec.2.max(1));
+        let period = 1_000_000_000 / u64::from(spec.rate.max(1));
         let mut outages = Vec::new();
         for o in probe::outages(r, cfg.min_outage) {
             let o_end = o.end_ns.unwrap_or(last_ns);
@@ -477,9 +525,10 @@ pub fn run(
             });
         }
         flows.push(FlowReport {
-            from: spec.0.clone(),
-            to: spec.1.clone(),
-            rate: spec.2,
+            from: mesh.clients[spec.from].name.clone(),
+            to: mesh.clients[spec.to].name.clone(),
+            family: spec.family(),
+            rate: spec.rate,
             sent: s,
             delivered: g,
             dups: r.dups,
@@ -496,20 +545,15 @@ pub fn run(
             outages,
         });
     }
-    let router_name = |a: std::net::Ipv4Addr| {
-        (0..n)
-            .find(|&i| crate::plan::node_v4(i) == a)
-            .map_or(a.to_string(), |i| mesh.nodes[i].name.clone())
-    };
     let mut expired_probes = Vec::new();
-    for (spec, r) in probes_flows(&recs, mesh, &flow_nodes) {
+    for (spec, r) in specs.iter().zip(&recs) {
         for e in &r.expired {
             let fault = tracks.iter().rev().find(|t| t.at_ns <= e.sent_ns);
             expired_probes.push(ExpiredProbe {
-                flow: format!("{}→{}", spec.0, spec.1),
+                flow: flow_label(mesh, spec),
                 seq: e.seq,
                 sent_ms: e.sent_ns as f64 / 1e6,
-                router: router_name(e.router),
+                router: router_name(mesh, e.router),
                 after_fault: fault.map(|t| t.action.clone()),
                 since_fault_ms: fault.map(|t| (e.sent_ns - t.at_ns) as f64 / 1e6),
             });
@@ -559,6 +603,8 @@ pub fn run(
         duration_s: end as f64 / 1e9,
         poll_ms: cfg.poll.as_secs_f64() * 1e3,
         min_outage_probes: cfg.min_outage,
+        probe_families: cfg.families,
+        probe_rate_total: specs.iter().map(|f| u64::from(f.rate)).sum(),
         flows,
         faults,
         delivery: Delivery::new(sent, got),
@@ -627,26 +673,18 @@ fn describe_check(mesh: &Mesh, c: &converge::Check) -> Vec<String> {
     v
 }
 
-/// (from name, to name, rate) and records of every flow.
-fn probes_flows<'a>(
-    recs: &'a [probe::FlowRec],
-    mesh: &Mesh,
-    _nodes: &[(usize, usize)],
-) -> Vec<((String, String, u32), &'a probe::FlowRec)> {
-    mesh.topo
-        .probe_flows()
-        .into_iter()
-        .zip(recs)
-        .map(|(p, r)| ((p.from, p.to, p.rate), r))
-        .collect()
-}
-
 /// The nodes a flow's packets cross now, by the tables.
-pub fn path_of(mesh: &Mesh, snap: &Snapshot, from_client: usize, to_client: usize) -> String {
+pub fn path_of(
+    mesh: &Mesh,
+    snap: &Snapshot,
+    from_client: usize,
+    to_client: usize,
+    family: Family,
+) -> String {
     let d = mesh
         .dests()
         .into_iter()
-        .find(|d| d.client == Some(to_client) && d.addr.is_ipv4());
+        .find(|d| d.client == Some(to_client) && d.addr.is_ipv4() == (family == Family::V4));
     let Some(d) = d else { return "-".into() };
     match converge::walk(snap, &mesh.truth(), mesh.clients[from_client].node, d) {
         Outcome::Delivered { path } => path
@@ -683,15 +721,14 @@ fn print_live(
         total.1 += w.delivered;
         if live == Live::Full {
             lines.push(format!(
-                "  {}→{}: {}/{} delivered, p50 {}, {} hops, path {}",
-                mesh.clients[f.from].name,
-                mesh.clients[f.to].name,
+                "  {}: {}/{} delivered, p50 {}, {} hops, path {}",
+                flow_label(mesh, f),
                 w.delivered,
                 w.sent,
                 w.latency_p50_ns
                     .map_or("-".into(), |x| format!("{:.2} ms", x as f64 / 1e6)),
                 w.hops.map_or("-".into(), |h| h.to_string()),
-                path_of(mesh, snap, f.from, f.to)
+                path_of(mesh, snap, f.from, f.to, f.family())
             ));
         }
     }

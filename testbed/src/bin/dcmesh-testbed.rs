@@ -29,6 +29,7 @@ use dcmesh_testbed::{
     generate::{self, GenOptions},
     mesh::{Controller, Mesh},
     netns,
+    probe::{Families, Family},
     report::Report,
     scenario::{self, Live, RunConfig},
     topology::{FaultSpec, Topology},
@@ -69,6 +70,10 @@ struct Common {
     /// Static controller: delay before it recomputes after a fault.
     #[arg(long, value_parser = parse_dur, default_value = "1s")]
     static_delay: Duration,
+    /// Address families of the probe flows. With `both`, every flow runs twice (an
+    /// IPv4 and an IPv6 twin), each at the flow's rate, so the probe traffic doubles.
+    #[arg(long, value_enum, default_value = "both")]
+    family: Families,
 }
 
 #[derive(Subcommand)]
@@ -114,7 +119,7 @@ enum Cmd {
         clients: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Probes per second per flow.
+        /// Probes per second per flow and family (see --family).
         #[arg(long, default_value_t = 200)]
         rate: u32,
         #[command(flatten)]
@@ -353,6 +358,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = RunConfig {
                 duration,
                 static_delay: common.static_delay,
+                families: common.family,
                 live: if live { Live::Full } else { Live::Off },
                 ..RunConfig::default()
             };
@@ -408,6 +414,7 @@ fn real_main(cli: Cli) -> Result<()> {
             let cfg = RunConfig {
                 duration: Some(duration),
                 static_delay: common.static_delay,
+                families: common.family,
                 live: Live::Compact,
                 // Reading every node's tables costs CPU the daemons need on a small host.
                 poll: Duration::from_millis(50),
@@ -506,7 +513,8 @@ fn demo(
     );
     println!("  results:    {} (written at the end)\n", dir.display());
     println!(
-        "sending probes between every pair of clients; {}",
+        "sending probes ({}) between every pair of clients; {}",
+        common.family,
         match duration {
             Some(d) => format!("running for {:?}", d),
             None => "Ctrl-C to stop".into(),
@@ -517,6 +525,7 @@ fn demo(
         live: Live::Full,
         converged_after: Some(t),
         static_delay: common.static_delay,
+        families: common.family,
         ..RunConfig::default()
     };
     // No duration: run until Ctrl-C even if the timeline ends.
@@ -637,7 +646,14 @@ fn show_state(mesh: &mut Mesh) {
                     ca.name,
                     cb.name,
                     cb.addr4,
-                    scenario::path_of(mesh, &snap, a, b)
+                    scenario::path_of(mesh, &snap, a, b, Family::V4)
+                );
+                println!(
+                    "  {} → {} ({}): {}",
+                    ca.name,
+                    cb.name,
+                    cb.addr6,
+                    scenario::path_of(mesh, &snap, a, b, Family::V6)
                 );
             }
         }
