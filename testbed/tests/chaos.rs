@@ -14,7 +14,6 @@ use dcmesh_testbed::{
     chaos::{self, ChaosOptions},
     generate::{self, GenOptions},
     mesh::{Controller, Mesh},
-    probe::Family,
     scenario::{self, RunConfig},
 };
 
@@ -58,19 +57,7 @@ fn chaos_run(ctl: Controller) {
         "too few probes: {}",
         r.delivery.sent
     );
-    // Both families measured (the default): every flow has its IPv6 twin, and each
-    // delivered.
-    let v6 = r.flows.iter().filter(|f| f.family == Family::V6).count();
-    assert!(v6 > 0 && v6 * 2 == r.flows.len(), "IPv6 twins missing");
-    for f in &r.flows {
-        assert!(
-            f.delivered > 0,
-            "{}→{} {}: nothing delivered",
-            f.from,
-            f.to,
-            f.family
-        );
-    }
+    common::assert_both_families(&r);
     assert_eq!(r.loops(), 0, "loops:\n{}", r.summary());
     let ratio = r.delivery_outside_windows.ratio.unwrap();
     println!(

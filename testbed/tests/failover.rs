@@ -11,7 +11,6 @@ use std::{sync::atomic::AtomicBool, time::Duration};
 
 use dcmesh_testbed::{
     mesh::{Controller, Mesh},
-    probe::Family,
     scenario::{self, RunConfig},
     units::Dur,
     Topology,
@@ -42,19 +41,7 @@ fn diamond_fails_over_without_loops_or_loss_outside_convergence() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    // Both families measured (the default): every flow has its IPv6 twin, and each
-    // delivered.
-    let v6 = r.flows.iter().filter(|f| f.family == Family::V6).count();
-    assert!(v6 > 0 && v6 * 2 == r.flows.len(), "IPv6 twins missing");
-    for f in &r.flows {
-        assert!(
-            f.delivered > 0,
-            "{}→{} {}: nothing delivered",
-            f.from,
-            f.to,
-            f.family
-        );
-    }
+    common::assert_both_families(&r);
     assert_eq!(r.faults.len(), 6);
     for f in &r.faults[..4] {
         assert!(

@@ -23,3 +23,20 @@ pub fn dcmesh_bin() -> PathBuf {
              target directory), or set DCMESH_BIN",
         )
 }
+
+/// Both families were measured (the default): every flow has its IPv6 twin, and each
+/// delivered something.
+pub fn assert_both_families(r: &dcmesh_testbed::report::Report) {
+    use dcmesh_testbed::probe::Family;
+    let v6 = r.flows.iter().filter(|f| f.family == Family::V6).count();
+    assert!(v6 > 0 && v6 * 2 == r.flows.len(), "IPv6 twins missing");
+    for f in &r.flows {
+        assert!(
+            f.delivered > 0,
+            "{}→{} {}: nothing delivered",
+            f.from,
+            f.to,
+            f.family
+        );
+    }
+}
