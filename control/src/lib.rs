@@ -19,7 +19,6 @@ pub mod metric;
 pub mod metrics;
 pub mod microloop;
 pub mod neighbour;
-pub mod ofib;
 pub mod snr_nl80211;
 pub mod spf;
 pub mod wire;
