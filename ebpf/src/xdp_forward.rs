@@ -213,12 +213,14 @@ impl Arrival<'_> {
     }
 }
 
-/// The next hop for `route`: its primary, or its loop-free alternate (RFC 5286) when the
-/// primary is marked down or would send the packet straight back to the neighbour it came
-/// from. That "U-turn" is the two-node microloop of a mesh still converging (the neighbour
-/// routes through us, we still route through it); the alternate is loop-free by
-/// construction, and without one the packet is dropped and counted rather than bounced
-/// until its TTL runs out.
+/// The next hop for `route`: its primary, or its downstream alternate (RFC 5286) when the
+/// primary is marked down. A packet whose next hop is the neighbour it came from is
+/// dropped and counted: that "U-turn" is the two-node microloop of a mesh still
+/// converging (the neighbour routes through us, we still route through it). It is not
+/// sent on the alternate: nodes that disagree about the topology are exactly where an
+/// alternate's guarantee does not hold, and in chaos runs a U-turn onto the alternate
+/// turned two-node loops into three-node ones (the neighbour, the alternate, and us)
+/// that lasted as long as the disagreement.
 #[inline(always)]
 fn route_decision(route: Option<Route>, cfg: &DatapathConfig, from: &Arrival) -> Decision {
     let Some(route) = route else {
@@ -245,7 +247,7 @@ fn route_decision(route: Option<Route>, cfg: &DatapathConfig, from: &Arrival) ->
     if !down && !from.is_uturn(nh) {
         return Decision::Send(nh);
     }
-    if flags & ROUTE_F_HAS_ALT != 0 {
+    if down && flags & ROUTE_F_HAS_ALT != 0 {
         if let Some(alt) = usable(route.alt_nexthop) {
             if alt.flags & NH_F_DOWN == 0 && !from.is_uturn(alt) {
                 return Decision::Send(alt);

@@ -520,10 +520,11 @@ fn from_neighbour(mut frame: Vec<u8>, n: usize) -> Vec<u8> {
     frame
 }
 
-/// A packet whose route leads straight back to the neighbour it came from takes the
-/// loop-free alternate, or is dropped and counted as a U-turn, never bounced back.
+/// A packet whose route leads straight back to the neighbour it came from is dropped and
+/// counted as a U-turn, never bounced back nor sent on the alternate; a primary that is
+/// down takes the alternate unless that is the sender.
 #[test]
-fn uturn_takes_alternate_or_drops() {
+fn uturn_drops_and_a_down_primary_takes_the_alternate() {
     let mut dp = datapath();
     let t: &mut Tables = dp.tables();
     t.set_route(net("10.77.0.0/16"), via_alt(2, 3)).unwrap();
@@ -541,10 +542,10 @@ fn uturn_takes_alternate_or_drops() {
                 Counter::FwdV4,
             ),
             case(
-                "back to the sender -> alternate",
+                "back to the sender: dropped, not sent on the alternate",
                 from_neighbour(a.clone(), 2),
-                Expect::Forward(3),
-                Counter::FwdV4,
+                Expect::Drop,
+                Counter::DropUturn,
             ),
             case(
                 "from the alternate's neighbour: primary",

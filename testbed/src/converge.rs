@@ -3,10 +3,10 @@
 //!
 //! For every running source node and every destination (each running node's router
 //! address, each client's host address) the walk follows what the XDP datapath would do:
-//! longest-prefix match, primary next hop unless it is marked down or would send the
-//! packet straight back to the neighbour it came from (then the alternate, unless that
-//! one is down or a U-turn too: dropped), next hop → interface → the neighbour behind it. A packet is *delivered* when it
-//! reaches a `local` route at the destination's own node (or the client's access next
+//! longest-prefix match, primary next hop unless it is marked down (then the alternate,
+//! unless that one is down or leads back to the sender: dropped); a packet whose next hop
+//! is the neighbour it came from is dropped (the U-turn rule); next hop → interface → the
+//! neighbour behind it. A packet is *delivered* when it reaches a `local` route at the destination's own node (or the client's access next
 //! hop there); it is *lost* when a route is missing or points at a dead link, a powered
 //! off node, a wrong neighbour MAC, or a `local` route elsewhere; it *loops* when it
 //! comes back to a node it has visited.
@@ -180,7 +180,7 @@ pub fn walk(snap: &Snapshot, truth: &Truth, src: usize, dest: Dest) -> Outcome {
             id
         } else {
             match alt {
-                Some(a) if !down(a) && !uturn(a) => a,
+                Some(a) if down(id) && !down(a) && !uturn(a) => a,
                 _ => {
                     return Outcome::Lost {
                         at,
@@ -460,20 +460,11 @@ mod tests {
             .iter()
             .any(|l| l.0 == 0 && l.3 == "next hop over a dead link"));
         // Node 0 marks next hop 2 (toward 1) down: traffic takes the alternate toward 3,
-        // which routes clockwise back to 0. The datapath's U-turn rule sends it on 3's
-        // alternate (toward 2) instead.
+        // which routes clockwise back to 0. The datapath's U-turn rule drops it at 3 (even
+        // though 3 has an alternate): not looped.
         snap[0].as_mut().unwrap().down.push(2);
         assert_eq!(
             walk(&snap, &truth, 0, dest(2)),
-            Outcome::Delivered {
-                path: vec![0, 3, 2]
-            }
-        );
-        // Without that alternate at 3 the packet is dropped there, not looped.
-        let mut no_alt = snap.clone();
-        no_alt[3] = Some(tables(3, &[(2, 0, None)]));
-        assert_eq!(
-            walk(&no_alt, &truth, 0, dest(2)),
             Outcome::Lost {
                 at: 3,
                 why: "U-turn dropped (next hop is the neighbour it came from)"

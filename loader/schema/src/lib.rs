@@ -263,7 +263,7 @@ counters! {
     /// The egress port slot is empty or the redirect failed.
     DropNoPort = 17, "drop_no_port", Drop;
     /// The route leads straight back to the neighbour the packet came from (a two-node
-    /// microloop while the mesh converges) and it has no usable loop-free alternate.
+    /// microloop while the mesh converges).
     DropUturn = 18, "drop_uturn", Drop;
 }
 
