@@ -103,6 +103,10 @@ pub struct FaultReport {
     /// The first failed check after the fault: which destinations were not delivered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub first_failures: Vec<String>,
+    /// The last failed check before forwarding was restored, when it differs from the
+    /// first: what held a long repair up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_failures: Vec<String>,
 }
 
 /// A probe whose TTL ran out, as the router's ICMP time-exceeded error told its sender.
@@ -342,6 +346,9 @@ impl Report {
                 for x in &f.first_failures {
                     s += &format!("           first failed check: {x}\n");
                 }
+                for x in &f.last_failures {
+                    s += &format!("           last failed check: {x}\n");
+                }
             }
         }
         s += "flows:\n";
@@ -414,6 +421,7 @@ mod tests {
                 reroute_ms: Some(12.0),
                 lost_per_flow: vec![("c1→c2".into(), 3)],
                 first_failures: vec![],
+                last_failures: vec![],
             }],
             flows: vec![FlowReport {
                 from: "c1".into(),

@@ -273,6 +273,7 @@ struct Track {
     last_change_ns: Option<u64>,
     loop_polls: u64,
     first_failures: Vec<String>,
+    last_failures: Vec<String>,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -347,6 +348,7 @@ pub fn run(
                 last_change_ns: None,
                 loop_polls: 0,
                 first_failures: Vec::new(),
+                last_failures: Vec::new(),
             });
             if matches!(mesh.controller, Controller::Static) {
                 static_due = Some(at_ns + ns(cfg.static_delay));
@@ -394,6 +396,8 @@ pub fn run(
             } else {
                 if !tr.broke {
                     tr.first_failures = describe_check(mesh, &c);
+                } else {
+                    tr.last_failures = describe_check(mesh, &c);
                 }
                 tr.broke = true;
                 tr.last_bad_ns = Some(now);
@@ -575,6 +579,11 @@ pub fn run(
             reroute_ms: if t.broke { Some(o.unwrap_or(0.0)) } else { *o },
             lost_per_flow: lost,
             first_failures: t.first_failures.clone(),
+            last_failures: if t.last_failures == t.first_failures {
+                Vec::new()
+            } else {
+                t.last_failures.clone()
+            },
         })
         .collect();
     let restore: Vec<f64> = faults
