@@ -113,6 +113,10 @@ struct Daemon {
     hold: Hold,
     /// Next hops whose link cost rose since the hold started.
     worse: BTreeSet<NhKey>,
+    /// The topology of the previous route computation, and the one from before the hold
+    /// started (what neighbours that also hold still forward on).
+    prev_topo: Option<Topology>,
+    hold_topo: Option<Topology>,
     fib: Option<Fib>,
     /// TSN lanes (pinned; they outlive the daemon).
     lanes: crate::lanes::LaneManager,
@@ -372,6 +376,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         writer,
         hold: Hold::new(lcd_ms),
         worse: BTreeSet::new(),
+        prev_topo: None,
+        hold_topo: None,
         fib,
         lanes,
         metrics,
@@ -707,6 +713,7 @@ impl Daemon {
                 Ok(n) if n > 0 => {
                     log::info!("{}: {n} next hop(s) marked down", self.ifaces[i].name);
                     if self.hold.on_local_loss(self.now_ms()) {
+                        self.hold_topo = self.prev_topo.clone();
                         log::info!(
                             "holding route changes for {} ms while the mesh converges",
                             self.cfg.local_convergence_delay_ms
@@ -924,6 +931,7 @@ impl Daemon {
         if !worse.is_empty() {
             self.worse.extend(worse);
             if self.hold.on_local_loss(self.now_ms()) {
+                self.hold_topo = self.prev_topo.clone();
                 log::info!(
                     "a link cost rose: holding route changes for {} ms while the mesh converges",
                     self.cfg.local_convergence_delay_ms
@@ -948,6 +956,7 @@ impl Daemon {
             prefixes: &e.advert.prefixes,
         }));
         self.routes = spf::compute(&topo, &self.my_id);
+        let prev_topo = self.prev_topo.replace(topo.clone());
         if let Ok(m) = self.metrics.lock() {
             m.spf_duration.observe(t0.elapsed().as_secs_f64());
         }
@@ -1022,6 +1031,7 @@ impl Daemon {
             Ok(n) => {
                 log::info!("{n} next hop(s) to lost neighbours marked down");
                 if self.hold.on_local_loss(self.now_ms()) {
+                    self.hold_topo = prev_topo.clone();
                     log::info!(
                         "holding route changes for {} ms while the mesh converges",
                         self.cfg.local_convergence_delay_ms
@@ -1117,17 +1127,23 @@ impl Daemon {
     /// Whether a live neighbour (by next hop) still protects a prefix on `topo`, the
     /// topology as now known: RFC 5286 inequality 1 with today's distances, toward the
     /// prefix's origin as just computed (an unreachable prefix is protected by nobody).
+    ///
+    /// And the neighbour must not be holding that prefix itself: if, before the hold, it
+    /// reached the prefix through a neighbour we lost (a node failure: every neighbour of
+    /// the dead node holds), it may still forward on its own held alternate rather than
+    /// on its new path, and held alternates of several neighbours can close a loop.
     fn protection(&self, topo: &Topology) -> impl Fn(&ipnet::IpNet, &NhKey) -> bool {
         let me = topo.index_of(&self.my_id);
         let from_me = me.map(|s| spf::dijkstra(topo, s).0).unwrap_or_default();
-        let origin: HashMap<ipnet::IpNet, u32> = self
-            .routes
+        let origin_id: HashMap<ipnet::IpNet, NodeId> =
+            self.routes.iter().map(|r| (r.prefix, r.origin)).collect();
+        let origin: HashMap<ipnet::IpNet, u32> = origin_id
             .iter()
-            .filter_map(|r| Some((r.prefix, topo.index_of(&r.origin)?)))
+            .filter_map(|(p, o)| Some((*p, topo.index_of(o)?)))
             .collect();
-        let from_nbr: HashMap<NhKey, Vec<u64>> = self
-            .nbrs
-            .links(self.now_ms(), &self.cfg.snr_policy)
+        let links = self.nbrs.links(self.now_ms(), &self.cfg.snr_policy);
+        let live: BTreeSet<NodeId> = links.iter().map(|l| l.node).collect();
+        let from_nbr: HashMap<NhKey, Vec<u64>> = links
             .iter()
             .filter_map(|l| {
                 let k = NhKey {
@@ -1137,9 +1153,51 @@ impl Daemon {
                 Some((k, spf::dijkstra(topo, topo.index_of(&l.node)?).0))
             })
             .collect();
-        move |p, k| match (me, origin.get(p), from_nbr.get(k)) {
-            (Some(s), Some(&d), Some(from_n)) => spf::still_loop_free(from_n, &from_me, s, d),
-            _ => false,
+        // Per live neighbour: the prefixes it reached through a neighbour we lost, on the
+        // topology from before the hold.
+        let mut holding: HashMap<NhKey, BTreeSet<ipnet::IpNet>> = HashMap::new();
+        if let (Some(old), Some(s)) = (
+            self.hold_topo.as_ref(),
+            self.hold_topo
+                .as_ref()
+                .and_then(|t| t.index_of(&self.my_id)),
+        ) {
+            let lost: Vec<u32> = old
+                .edges(s)
+                .iter()
+                .map(|&(v, _)| v)
+                .filter(|&v| !live.contains(&old.id(v)))
+                .collect();
+            for l in &links {
+                let Some(a) = old.index_of(&l.node) else {
+                    continue;
+                };
+                if !old.edges(a).iter().any(|(v, _)| lost.contains(v)) {
+                    continue;
+                }
+                let first = spf::dijkstra(old, a).1;
+                let k = NhKey {
+                    ifindex: self.ifaces[l.iface].index,
+                    mac: l.mac,
+                };
+                let set = holding.entry(k).or_default();
+                for (p, o) in &origin_id {
+                    if let Some(d) = old.index_of(o) {
+                        if lost.contains(&first[d as usize]) {
+                            set.insert(*p);
+                        }
+                    }
+                }
+            }
+        }
+        move |p, k| {
+            if holding.get(k).is_some_and(|h| h.contains(p)) {
+                return false;
+            }
+            match (me, origin.get(p), from_nbr.get(k)) {
+                (Some(s), Some(&d), Some(from_n)) => spf::still_loop_free(from_n, &from_me, s, d),
+                _ => false,
+            }
         }
     }
 
