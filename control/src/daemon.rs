@@ -1056,7 +1056,29 @@ impl Daemon {
                 None
             };
             if let Some(held) = held {
-                self.dirty = true; // look again next tick
+                // Look again next tick.
+                self.dirty = true;
+                // The kernel first: a prefix leaving the datapath would otherwise fall
+                // through (XDP_PASS) to a kernel route not yet removed, and kernel routes of
+                // neighbours can point at each other for that moment.
+                if self.fib.is_some() {
+                    let addrs: HashMap<NhKey, Ipv6Addr> = self
+                        .nbrs
+                        .links(self.now_ms(), &self.cfg.snr_policy)
+                        .iter()
+                        .map(|l| {
+                            let k = NhKey {
+                                ifindex: self.ifaces[l.iface].index,
+                                mac: l.mac,
+                            };
+                            (k, l.addr)
+                        })
+                        .collect();
+                    let kernel = microloop::kernel_view(&held, &down, |k| addrs.get(k).copied());
+                    if let Some(f) = self.fib.as_mut() {
+                        f.sync(&kernel).await;
+                    }
+                }
                 match self.writer.apply_held(self.datapath.tables(), &held) {
                     Ok(ch) if ch != crate::decision::Changes::default() => log::info!(
                         "during the hold: {} route(s) without a loop-free alternate repaired, {} removed",
@@ -1071,26 +1093,6 @@ impl Daemon {
                         }
                     }
                 }
-                if self.fib.is_some() {
-                    let addrs: HashMap<NhKey, Ipv6Addr> = self
-                        .nbrs
-                        .links(self.now_ms(), &self.cfg.snr_policy)
-                        .iter()
-                        .map(|l| {
-                            let k = NhKey {
-                                ifindex: self.ifaces[l.iface].index,
-                                mac: l.mac,
-                            };
-                            (k, l.addr)
-                        })
-                        .collect();
-                    let kernel = microloop::kernel_view(&self.writer.installed(), &down, |k| {
-                        addrs.get(k).copied()
-                    });
-                    if let Some(f) = self.fib.as_mut() {
-                        f.sync(&kernel).await;
-                    }
-                }
                 return;
             }
             // A lost neighbour back, or a change the loss cannot explain.
@@ -1098,6 +1100,13 @@ impl Daemon {
             self.hold.cancel();
         }
         self.worse.clear();
+        // The kernel first (see the hold above): routes leaving the datapath must not fall
+        // through to stale kernel routes.
+        if let Some(f) = self.fib.as_mut() {
+            if f.sync(&kernel).await > 0 {
+                self.dirty = true;
+            }
+        }
         let applied = self.writer.apply(self.datapath.tables(), &desired);
         if let Ok(ch) = &applied {
             if *ch != crate::decision::Changes::default() {
@@ -1116,11 +1125,6 @@ impl Daemon {
                 m.route_write_errors.inc();
             }
             self.dirty = true;
-        }
-        if let Some(f) = self.fib.as_mut() {
-            if f.sync(&kernel).await > 0 {
-                self.dirty = true;
-            }
         }
     }
 
