@@ -861,12 +861,25 @@ impl Daemon {
         self.update_metrics();
     }
 
+    /// The links to advertise. A neighbour still heard whose link has no cost this moment
+    /// (it restarted and does not list us yet) keeps the cost we last advertised:
+    /// dropping it would make the whole mesh route around a link that never stopped
+    /// working, and back again a few hellos later.
     fn current_links(&self) -> BTreeMap<NodeId, u32> {
-        self.nbrs
+        let mut links: BTreeMap<NodeId, u32> = self
+            .nbrs
             .best_links(self.now_ms(), &self.cfg.snr_policy)
             .into_iter()
             .filter_map(|(k, l)| l.cost.map(|c| (k, c)))
-            .collect()
+            .collect();
+        for l in self.nbrs.links(self.now_ms(), &self.cfg.snr_policy) {
+            if l.cost.is_none() && !links.contains_key(&l.node) {
+                if let Some(&c) = self.advertised.get(&l.node) {
+                    links.insert(l.node, c);
+                }
+            }
+        }
+        links
     }
 
     async fn originate(&mut self) {
@@ -880,6 +893,22 @@ impl Daemon {
             return;
         }
         let links = self.current_links();
+        if self.now_ms() < 2 * self.cfg.dead_interval_ms {
+            // A restart: our previous advert (synced back from the neighbours) stays in
+            // force until every neighbour it listed has a link cost again, or two dead
+            // intervals have passed. Advertising fewer links would make the neighbours
+            // drop the missing ones (links count only when both ends list them) and route
+            // around a datapath that still forwards.
+            let missing = self.lsdb.get(&self.my_id).is_some_and(|e| {
+                e.advert
+                    .links
+                    .iter()
+                    .any(|l| !links.contains_key(&l.neighbour))
+            });
+            if missing {
+                return;
+            }
+        }
         let seq = self.seq + 1;
         if let Err(e) = store_seq(&self.seq_path, seq) {
             log::error!(
