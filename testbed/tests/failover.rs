@@ -7,34 +7,20 @@
 //! the measured times. Needs root.
 mod common;
 
-use std::{sync::atomic::AtomicBool, time::Duration};
+use std::time::Duration;
 
-use dcmesh_testbed::{
-    mesh::{Controller, Mesh},
-    scenario::{self, RunConfig},
-    units::Dur,
-    Topology,
-};
+use dcmesh_testbed::{units::Dur, Topology};
 
 #[test]
 fn diamond_fails_over_without_loops_or_loss_outside_convergence() {
     common::require_root();
-    let bin = common::dcmesh_bin();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/diamond.toml");
     let mut topo = Topology::load(&path).unwrap();
     // The file's script, compressed: a fault every 5 s.
     for (i, f) in topo.faults.iter_mut().enumerate() {
         f.at = Dur(Duration::from_secs(3 + 5 * i as u64));
     }
-    let timeline = topo.timeline().unwrap();
-    let mut mesh = Mesh::build(topo, Controller::Daemon { bin }).unwrap();
-    let cfg = RunConfig {
-        tail: Duration::from_secs(4),
-        ..RunConfig::default()
-    };
-    let r = scenario::run(&mut mesh, &timeline, &cfg, &AtomicBool::new(false))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    println!("{}", r.summary());
+    let (mesh, r) = common::run_with_daemons(topo);
     let logs = || {
         (0..mesh.nodes.len())
             .map(|i| format!("--- {} ---\n{}", mesh.nodes[i].name, mesh.log(i)))

@@ -9,30 +9,14 @@
 //! or a burst of TTL expiries). They are issue 4's open point; the test prints them.
 mod common;
 
-use std::{sync::atomic::AtomicBool, time::Duration};
-
-use dcmesh_testbed::{
-    mesh::{Controller, Mesh},
-    scenario::{self, RunConfig},
-    Topology,
-};
+use dcmesh_testbed::Topology;
 
 #[test]
 fn neighbours_of_a_crashed_node_do_not_loop_while_they_hold() {
     common::require_root();
-    let bin = common::dcmesh_bin();
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/node-crash20.toml");
-    let topo = Topology::load(&path).unwrap();
-    let timeline = topo.timeline().unwrap();
-    let mut mesh = Mesh::build(topo, Controller::Daemon { bin }).unwrap();
-    let cfg = RunConfig {
-        tail: Duration::from_secs(4),
-        ..RunConfig::default()
-    };
-    let r = scenario::run(&mut mesh, &timeline, &cfg, &AtomicBool::new(false))
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    println!("{}", r.summary());
+    let (_mesh, r) = common::run_with_daemons(Topology::load(&path).unwrap());
     assert_eq!(r.faults.len(), 2);
     assert!(
         r.faults[0].table_loop_polls <= 2,

@@ -40,3 +40,29 @@ pub fn assert_both_families(r: &dcmesh_testbed::report::Report) {
         );
     }
 }
+
+/// Runs `topo`'s fault script on a mesh of real daemons, 4 s of tail after the last
+/// fault, and prints the summary. The mesh is returned for its logs.
+pub fn run_with_daemons(
+    topo: dcmesh_testbed::Topology,
+) -> (dcmesh_testbed::mesh::Mesh, dcmesh_testbed::report::Report) {
+    use dcmesh_testbed::{
+        mesh::{Controller, Mesh},
+        scenario::{self, RunConfig},
+    };
+    let timeline = topo.timeline().unwrap();
+    let mut mesh = Mesh::build(topo, Controller::Daemon { bin: dcmesh_bin() }).unwrap();
+    let cfg = RunConfig {
+        tail: std::time::Duration::from_secs(4),
+        ..RunConfig::default()
+    };
+    let r = scenario::run(
+        &mut mesh,
+        &timeline,
+        &cfg,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("{}", r.summary());
+    (mesh, r)
+}
