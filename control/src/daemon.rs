@@ -861,6 +861,14 @@ impl Daemon {
         self.update_metrics();
     }
 
+    /// The next hop a link to a neighbour makes.
+    fn nh_key(&self, l: &Link) -> NhKey {
+        NhKey {
+            ifindex: self.ifaces[l.iface].index,
+            mac: l.mac,
+        }
+    }
+
     /// The links to advertise. A neighbour still heard whose link has no cost this moment
     /// (it restarted and does not list us yet) keeps the cost we last advertised:
     /// dropping it would make the whole mesh route around a link that never stopped
@@ -951,10 +959,7 @@ impl Daemon {
             .iter()
             .filter(|(n, c)| self.advertised.get(n).is_some_and(|old| *c > old))
             .filter_map(|(n, _)| best.get(n))
-            .map(|l| NhKey {
-                ifindex: self.ifaces[l.iface].index,
-                mac: l.mac,
-            })
+            .map(|l| self.nh_key(l))
             .filter(|k| self.writer.uses(k))
             .collect();
         if !worse.is_empty() {
@@ -1048,13 +1053,7 @@ impl Daemon {
         // Microloop avoidance: next hops of lost neighbours go down at once (alternates
         // take over); if that touched any route, our own changes wait for the mesh.
         // Neighbours still heard; next hops to any other go down.
-        let live: BTreeSet<NhKey> = alive
-            .iter()
-            .map(|l| NhKey {
-                ifindex: self.ifaces[l.iface].index,
-                mac: l.mac,
-            })
-            .collect();
+        let live: BTreeSet<NhKey> = alive.iter().map(|l| self.nh_key(l)).collect();
         match self.writer.mark_down_unless(self.datapath.tables(), &live) {
             Ok(0) => {}
             Ok(n) => {
@@ -1096,10 +1095,7 @@ impl Daemon {
                         .links(self.now_ms(), &self.cfg.snr_policy)
                         .iter()
                         .map(|l| {
-                            let k = NhKey {
-                                ifindex: self.ifaces[l.iface].index,
-                                mac: l.mac,
-                            };
+                            let k = self.nh_key(l);
                             (k, l.addr)
                         })
                         .collect();
@@ -1179,10 +1175,7 @@ impl Daemon {
         let from_nbr: HashMap<NhKey, Vec<u64>> = links
             .iter()
             .filter_map(|l| {
-                let k = NhKey {
-                    ifindex: self.ifaces[l.iface].index,
-                    mac: l.mac,
-                };
+                let k = self.nh_key(l);
                 Some((k, spf::dijkstra(topo, topo.index_of(&l.node)?).0))
             })
             .collect();
@@ -1209,10 +1202,7 @@ impl Daemon {
                     continue;
                 }
                 let first = spf::dijkstra(old, a).1;
-                let k = NhKey {
-                    ifindex: self.ifaces[l.iface].index,
-                    mac: l.mac,
-                };
+                let k = self.nh_key(l);
                 let set = holding.entry(k).or_default();
                 for (p, o) in &origin_id {
                     if let Some(d) = old.index_of(o) {
