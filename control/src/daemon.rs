@@ -535,7 +535,6 @@ impl Daemon {
     }
 
     async fn send_hello(&mut self, i: usize) {
-        let now = self.now_ms();
         let f = &mut self.ifaces[i];
         f.hello_seq = f.hello_seq.wrapping_add(1);
         let h = Hello {
@@ -544,7 +543,7 @@ impl Daemon {
             seq: f.hello_seq,
             interval_ms: self.cfg.hello_interval_ms.min(u64::from(u16::MAX)) as u16,
             cert: self.own.bytes.clone(),
-            heard: self.nbrs.heard(i, now),
+            heard: self.nbrs.heard(i),
         };
         match h.encode(|m| self.me.sign(m)) {
             Ok(raw) => {

@@ -3,9 +3,14 @@
 //! # Delivery ratios and ETX
 //! Each node sends a hello every `interval` on each mesh interface, numbered by a 16-bit
 //! sequence number. For every neighbour, [`HelloWindow`] remembers which of the last
-//! [`WINDOW`] (16) sequence numbers arrived. A hello that is more than half an interval
-//! overdue counts as missed, so a silent neighbour's ratio decays at one hello per
-//! interval. The reverse ratio `dr` is what we measure from the neighbour; the forward
+//! [`WINDOW`] (16) sequence numbers arrived. Only hellos known lost count: those
+//! skipped by a later one. A neighbour that falls silent keeps its ratio until the dead
+//! timer declares it lost, so its loss reaches the mesh as one event. Had the ratio
+//! decayed with each overdue hello, a silent link would first be advertised as costlier
+//! (nodes move some routes) and then as gone (they move them again); in a partition
+//! every node does both at slightly different times, two rounds of disagreement in
+//! which microloops form. Losses on a working link still count as soon as the next
+//! hello arrives. The reverse ratio `dr` is what we measure from the neighbour; the forward
 //! ratio `df` is what the neighbour measured from us and reported in its own hello.
 //! Senders number hellos from a random start, so a jump forward by more than
 //! [`MAX_GAP`] or backwards past the window means the sender restarted: the window
@@ -52,16 +57,12 @@ pub struct HelloWindow {
     span: u32,
     /// When the newest hello arrived, in milliseconds of the caller's clock.
     last_at_ms: u64,
-    /// The neighbour's announced hello interval, milliseconds.
-    interval_ms: u64,
 }
 
 impl HelloWindow {
-    /// Records hello `seq` received at `now_ms`, announcing `interval_ms`. Returns true
-    /// when the numbering jumped so far that the sender must have restarted (the window
-    /// then starts afresh).
-    pub fn record(&mut self, seq: u16, interval_ms: u16, now_ms: u64) -> bool {
-        self.interval_ms = u64::from(interval_ms.max(1));
+    /// Records hello `seq` received at `now_ms`. Returns true when the numbering jumped
+    /// so far that the sender must have restarted (the window then starts afresh).
+    pub fn record(&mut self, seq: u16, now_ms: u64) -> bool {
         if self.span == 0 {
             self.bits = 1;
             self.last_seq = seq;
@@ -81,7 +82,7 @@ impl HelloWindow {
             // more than a neighbour's lifetime of hellos: start a fresh window rather
             // than count the jump as losses or ignore everything as old.
             *self = Self::default();
-            self.record(seq, interval_ms, now_ms);
+            self.record(seq, now_ms);
             return true;
         }
         if ahead < 0x8000 {
@@ -91,34 +92,23 @@ impl HelloWindow {
             self.span = (self.span + ahead).min(WINDOW);
             self.last_seq = seq;
             self.last_at_ms = now_ms;
-        } else {
-            // Reordered: `back` < WINDOW here.
+        } else if u32::from(back) < self.span {
+            // Reordered, and within what we have counted (`back` < WINDOW here); one
+            // from before we first heard the neighbour is ignored.
             self.bits |= 1 << u32::from(back);
         }
         false
     }
 
-    /// Hellos overdue at `now_ms` (more than half an interval late counts as missed).
-    pub fn missed(&self, now_ms: u64) -> u32 {
-        if self.span == 0 {
-            return WINDOW;
-        }
-        let late = now_ms.saturating_sub(self.last_at_ms);
-        let m = late.saturating_sub(self.interval_ms / 2) / self.interval_ms.max(1);
-        m.min(u64::from(WINDOW)) as u32
-    }
-
-    /// Fraction of the window's hellos received, as of `now_ms` (0..=1).
-    pub fn ratio(&self, now_ms: u64) -> f64 {
+    /// Fraction of the window's hellos received (0..=1), counting as lost only those a
+    /// later hello skipped (see the module docs).
+    pub fn ratio(&self) -> f64 {
         if self.span == 0 {
             return 0.0;
         }
-        let missed = self.missed(now_ms);
-        let bits = if missed >= 32 { 0 } else { self.bits << missed };
         let mask = (1u64 << WINDOW) - 1;
-        let got = (u64::from(bits) & mask).count_ones();
-        let span = (self.span + missed).min(WINDOW);
-        f64::from(got) / f64::from(span)
+        let got = (u64::from(self.bits) & mask).count_ones();
+        f64::from(got) / f64::from(self.span)
     }
 
     /// When the newest hello arrived (caller's clock, ms).
@@ -228,23 +218,23 @@ mod tests {
     #[test]
     fn window_counts_received_hellos() {
         let mut w = HelloWindow::default();
-        assert_eq!(w.ratio(0), 0.0);
-        w.record(10, 1000, 0);
-        assert_eq!(w.ratio(0), 1.0, "a new neighbour starts perfect");
+        assert_eq!(w.ratio(), 0.0);
+        w.record(10, 0);
+        assert_eq!(w.ratio(), 1.0, "a new neighbour starts perfect");
         // Every other hello lost.
         let mut t = 0;
         for s in (12..12 + 2 * WINDOW as u16).step_by(2) {
             t += 2000;
-            w.record(s, 1000, t);
+            w.record(s, t);
         }
-        assert_eq!(w.ratio(t), 0.5);
+        assert_eq!(w.ratio(), 0.5);
         // Reordered late hello fills its hole.
         let last = 10 + 2 * WINDOW as u16;
-        w.record(last - 1, 1000, t);
-        assert_eq!(w.ratio(t), 9.0 / 16.0);
+        w.record(last - 1, t);
+        assert_eq!(w.ratio(), 9.0 / 16.0);
         // Duplicates change nothing.
-        w.record(last, 1000, t);
-        assert_eq!(w.ratio(t), 9.0 / 16.0);
+        w.record(last, t);
+        assert_eq!(w.ratio(), 9.0 / 16.0);
     }
 
     #[test]
@@ -252,37 +242,48 @@ mod tests {
         for restart_seq in [1000u16, 0, 65000] {
             let mut w = HelloWindow::default();
             for (i, s) in (100u16..110).enumerate() {
-                w.record(s, 1000, i as u64 * 1000);
+                w.record(s, i as u64 * 1000);
             }
             assert!(
-                w.record(restart_seq, 1000, 10_000),
+                w.record(restart_seq, 10_000),
                 "restart at {restart_seq}"
             );
-            assert_eq!(w.ratio(10_000), 1.0, "restart at {restart_seq}");
-            w.record(restart_seq.wrapping_add(1), 1000, 11_000);
-            assert_eq!(w.ratio(11_000), 1.0);
+            assert_eq!(w.ratio(), 1.0, "restart at {restart_seq}");
+            w.record(restart_seq.wrapping_add(1), 11_000);
+            assert_eq!(w.ratio(), 1.0);
         }
         // A real gap of lost hellos still counts as losses.
         let mut w = HelloWindow::default();
-        w.record(10, 1000, 0);
-        assert!(!w.record(14, 1000, 4000));
-        assert_eq!(w.ratio(4000), 2.0 / 5.0);
+        w.record(10, 0);
+        assert!(!w.record(14, 4000));
+        assert_eq!(w.ratio(), 2.0 / 5.0);
     }
 
     #[test]
-    fn silence_decays_the_ratio_and_wraps_are_handled() {
+    fn silence_is_not_loss_and_wraps_are_handled() {
         let mut w = HelloWindow::default();
         let mut t = 0;
         for i in 0..WINDOW as u16 {
-            w.record(65530u16.wrapping_add(i), 1000, t);
+            w.record(65530u16.wrapping_add(i), t);
             t += 1000;
         }
-        let t = t - 1000;
-        assert_eq!(w.ratio(t), 1.0);
-        assert_eq!(w.missed(t + 1499), 0, "half an interval of grace");
-        assert_eq!(w.missed(t + 1500), 1);
-        assert_eq!(w.ratio(t + 4500), 12.0 / 16.0);
-        assert_eq!(w.ratio(t + 100_000), 0.0);
+        assert_eq!(w.ratio(), 1.0);
+        // However long it is silent (the dead timer handles that), nothing is lost yet;
+        // the hellos a later one skips are.
+        assert_eq!(w.last_heard_ms(), t - 1000);
+        w.record(65530u16.wrapping_add(WINDOW as u16 + 3), t + 3000);
+        assert_eq!(w.ratio(), 13.0 / 16.0);
+    }
+
+    #[test]
+    fn a_reordered_hello_from_before_the_first_is_ignored() {
+        let mut w = HelloWindow::default();
+        w.record(10, 0);
+        w.record(9, 10);
+        assert_eq!(w.ratio(), 1.0);
+        w.record(12, 2000);
+        w.record(11, 2010);
+        assert_eq!(w.ratio(), 1.0);
     }
 
     #[test]
@@ -349,15 +350,20 @@ mod tests {
         }
 
         #[test]
-        fn ratio_is_a_fraction(seqs in proptest::collection::vec((any::<u16>(), 0u64..5000), 0..64), now in 0u64..1_000_000) {
+        fn ratio_is_a_fraction(
+            start in any::<u16>(),
+            steps in proptest::collection::vec((-20i16..40, 0u64..5000), 0..64),
+        ) {
+            // Small steps both ways: reordering, duplicates, gaps and restarts.
             let mut w = HelloWindow::default();
-            let mut t = 0;
-            for (s, dt) in seqs {
+            let (mut s, mut t) = (start, 0);
+            for (d, dt) in steps {
+                s = s.wrapping_add_signed(d);
                 t += dt;
-                w.record(s, 1000, t);
+                w.record(s, t);
+                let r = w.ratio();
+                prop_assert!((0.0..=1.0).contains(&r), "ratio {}", r);
             }
-            let r = w.ratio(t.max(now));
-            prop_assert!((0.0..=1.0).contains(&r));
         }
     }
 }

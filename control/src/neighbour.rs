@@ -139,7 +139,7 @@ impl Neighbours {
             n.df = 0.0;
         }
         n.cert_not_after = cert_not_after;
-        let restarted = n.window.record(h.seq, h.interval_ms, now_ms);
+        let restarted = n.window.record(h.seq, now_ms);
         HelloOutcome { new, restarted }
     }
 
@@ -199,7 +199,7 @@ impl Neighbours {
     }
 
     /// What we tell `iface` we hear (sorted, at most [`crate::wire::MAX_HEARD`]).
-    pub fn heard(&self, iface: usize, now_ms: u64) -> Vec<Heard> {
+    pub fn heard(&self, iface: usize) -> Vec<Heard> {
         let mut v: Vec<Heard> = self
             .per_iface
             .get(iface)
@@ -207,7 +207,7 @@ impl Neighbours {
             .flat_map(|m| m.values())
             .map(|n| Heard {
                 node: n.node,
-                rx: metric::ratio_to_wire(n.window.ratio(now_ms)),
+                rx: metric::ratio_to_wire(n.window.ratio()),
             })
             .collect();
         v.sort_by_key(|h| h.node);
@@ -220,7 +220,7 @@ impl Neighbours {
         let mut v = Vec::new();
         for (i, map) in self.per_iface.iter().enumerate() {
             for n in map.values() {
-                let dr = n.window.ratio(now_ms);
+                let dr = n.window.ratio();
                 let df = match n.df_at_ms {
                     Some(t) if now_ms.saturating_sub(t) <= self.dead_ms => n.df,
                     _ => 0.0,
@@ -338,7 +338,7 @@ mod tests {
         );
         let b = n.best_links(1000, &SnrPolicy::default());
         assert_eq!(b[&NodeId([1; 32])].cost, Some(256));
-        assert_eq!(n.heard(0, 1000)[0].node, NodeId([1; 32]));
+        assert_eq!(n.heard(0)[0].node, NodeId([1; 32]));
     }
 
     #[test]
