@@ -3,7 +3,12 @@
 //! A neighbour appears with its first valid hello and is lost when no hello arrived for
 //! `dead_ms` (checked every hello interval, so loss is detected within
 //! `dead_ms + hello_interval`), when its certificate expires, or at once when the
-//! interface loses carrier ([`Neighbours::drop_interface`]). A link is usable (goes into
+//! interface loses carrier ([`Neighbours::drop_interface`]). Checking on the tick and
+//! not on a timer per neighbour is deliberate: the neighbours of a node that died then
+//! lose it up to a tick apart, and each learns of the earlier losses before declaring
+//! its own, so their repairs happen in order. With exact timers they all repaired at
+//! once, each through another that still believed in the dead node: loops on 2 of 4
+//! node-crash runs (up to 63 TTL expiries), against none in 8 runs on the tick. A link is usable (goes into
 //! adverts) only when both directions work: the neighbour's hello must report that it
 //! hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
 //! us keeps its last `df` for `dead_ms` (like Babel's IHU hold time): a neighbour that
