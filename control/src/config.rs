@@ -10,7 +10,8 @@
 //! prefixes = ["10.77.1.0/24"]             # announced; each must be granted by the certificate
 //! port = 6699                             # UDP port of hellos and adverts
 //! hello_interval_ms = 1000                # hello period per interface
-//! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos)
+//! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos;
+//!                                         # plus ≤ 2 hellos of stagger, see neighbour.rs)
 //! local_convergence_delay_ms = 1000       # microloop avoidance, see below (0 = off, ≤ 60000)
 //! advert_refresh_s = 30                   # re-originate at least this often
 //! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)

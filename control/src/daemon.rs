@@ -1,11 +1,12 @@
 //! `dcmesh run`: the daemon. Effects live here; decisions are made by the pure modules.
 //!
 //! Timers (all from the config):
-//! - every `hello_interval_ms`: a hello on each interface that has carrier; neighbours
-//!   silent for more than `dead_interval_ms` are dropped (so loss is detected within
-//!   `dead_interval_ms + hello_interval_ms`); SNR sources are read; the certificate file
-//!   is re-read if it changed; expired adverts are purged; routes are recomputed if
-//!   anything changed.
+//! - every `hello_interval_ms`: a hello on each interface that has carrier; SNR sources
+//!   are read; the certificate file is re-read if it changed; expired adverts are
+//!   purged; routes are recomputed if anything changed.
+//! - the moment a neighbour has been silent for `dead_interval_ms` plus its stagger (our
+//!   rank among its neighbours × a quarter hello interval, at most two hello intervals:
+//!   see "Ordered loss detection" in `neighbour`), it is dropped.
 //! - carrier loss (rtnetlink link event): that interface's neighbours are dropped at once.
 //! - an advert is originated when our links change (a neighbour comes or goes, or a cost
 //!   moves by more than 1/8), and at least every `advert_refresh_s`.
@@ -418,6 +419,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             ev = links.recv() => {
                 if let Some(ev) = ev { d.on_link(ev).await; }
             }
+            _ = tokio::time::sleep_until(d.next_expiry()) => d.on_expiry().await,
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
@@ -829,18 +831,7 @@ impl Daemon {
         self.reload_cert();
         let cert_ok = self.check_own_cert();
         self.read_snr();
-        let gone = self.nbrs.expire(now, unix_now());
-        for g in &gone {
-            self.synced.remove(g);
-        }
-        for (i, n) in &gone {
-            log::warn!(
-                "{}: neighbour {} lost (silent for {} ms)",
-                self.ifaces[*i].name,
-                n.short(),
-                self.cfg.dead_interval_ms
-            );
-        }
+        self.expire_neighbours(now);
         for i in 0..self.ifaces.len() {
             self.send_hello(i).await;
         }
@@ -858,6 +849,46 @@ impl Daemon {
         }
         self.recompute().await;
         self.update_metrics();
+    }
+
+    /// Drops neighbours silent for longer than the dead interval plus their stagger (or
+    /// with an expired certificate); returns whether any was dropped.
+    fn expire_neighbours(&mut self, now: u64) -> bool {
+        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms);
+        let gone = self.nbrs.expire(now, unix_now(), stagger);
+        for g in &gone {
+            self.synced.remove(g);
+        }
+        for (i, n) in &gone {
+            log::warn!(
+                "{}: neighbour {} lost (silent for {} ms)",
+                self.ifaces[*i].name,
+                n.short(),
+                self.cfg.dead_interval_ms
+                    + loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms)(n)
+            );
+        }
+        !gone.is_empty()
+    }
+
+    /// When the next neighbour's dead interval (plus stagger) runs out; far away
+    /// without neighbours.
+    fn next_expiry(&self) -> tokio::time::Instant {
+        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms);
+        let at = self
+            .nbrs
+            .next_expiry_ms(stagger)
+            .unwrap_or(self.now_ms() + 86_400_000);
+        tokio::time::Instant::from_std(self.start) + Duration::from_millis(at)
+    }
+
+    /// A neighbour's dead interval ran out between ticks: drop it, advertise and
+    /// reroute now (see "Ordered loss detection" in `neighbour`).
+    async fn on_expiry(&mut self) {
+        if self.expire_neighbours(self.now_ms()) && self.check_own_cert() {
+            self.originate().await;
+        }
+        self.recompute().await;
     }
 
     /// The next hop a link to a neighbour makes.
@@ -1359,6 +1390,22 @@ impl Daemon {
 
 /// Whether our links moved enough to tell the mesh: a neighbour came or went, or a cost
 /// changed by more than 1/8 (smaller wobbles wait for the periodic refresh).
+/// Per lost neighbour X, the extra silence before we declare it dead: our rank among
+/// X's advertised neighbours, a quarter hello interval per rank (see "Ordered loss
+/// detection" in `neighbour`). A quarter interval leaves each earlier neighbour's
+/// advert time to flood and be computed (a few ms in the testbed).
+fn loss_stagger<'a>(lsdb: &'a Lsdb, me: &'a NodeId, hello_ms: u64) -> impl Fn(&NodeId) -> u64 + 'a {
+    move |x| {
+        lsdb.get(x).map_or(0, |e| {
+            crate::neighbour::loss_stagger_ms(
+                e.advert.links.iter().map(|l| l.neighbour),
+                me,
+                hello_ms / 4,
+            )
+        })
+    }
+}
+
 pub fn links_changed(old: &BTreeMap<NodeId, u32>, new: &BTreeMap<NodeId, u32>) -> bool {
     if old.len() != new.len() || old.keys().ne(new.keys()) {
         return true;

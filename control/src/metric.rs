@@ -244,10 +244,7 @@ mod tests {
             for (i, s) in (100u16..110).enumerate() {
                 w.record(s, i as u64 * 1000);
             }
-            assert!(
-                w.record(restart_seq, 10_000),
-                "restart at {restart_seq}"
-            );
+            assert!(w.record(restart_seq, 10_000), "restart at {restart_seq}");
             assert_eq!(w.ratio(), 1.0, "restart at {restart_seq}");
             w.record(restart_seq.wrapping_add(1), 11_000);
             assert_eq!(w.ratio(), 1.0);

@@ -2,13 +2,19 @@
 //!
 //! A neighbour appears with its first valid hello and is lost when no hello arrived for
 //! `dead_ms` (checked every hello interval, so loss is detected within
-//! `dead_ms + hello_interval`), when its certificate expires, or at once when the
-//! interface loses carrier ([`Neighbours::drop_interface`]). Checking on the tick and
-//! not on a timer per neighbour is deliberate: the neighbours of a node that died then
-//! lose it up to a tick apart, and each learns of the earlier losses before declaring
-//! its own, so their repairs happen in order. With exact timers they all repaired at
-//! once, each through another that still believed in the dead node: loops on 2 of 4
-//! node-crash runs (up to 63 TTL expiries), against none in 8 runs on the tick. A link is usable (goes into
+//! `dead_ms` plus a per-neighbour stagger), when its certificate expires, or at once
+//! when the interface loses carrier ([`Neighbours::drop_interface`]).
+//!
+//! # Ordered loss detection
+//! When a node dies, all its neighbours stop hearing it at the same moment. Had they
+//! all declared the loss at once, each would repair through another that still
+//! believed in the dead node, and their repairs could loop (measured: exact timers
+//! without a stagger looped on 2 of 4 node-crash runs, up to 63 TTL expiries). So the
+//! daemon gives each neighbour an extra delay by its rank among the lost node's
+//! neighbours ([`Neighbours::expire`]'s `extra`), and wakes exactly at the earliest
+//! deadline ([`Neighbours::next_expiry_ms`]): the neighbours then declare the loss one
+//! after another, each after the previous one's advert has arrived, and repair in
+//! order. A link is usable (goes into
 //! adverts) only when both directions work: the neighbour's hello must report that it
 //! hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
 //! us keeps its last `df` for `dead_ms` (like Babel's IHU hold time): a neighbour that
@@ -83,6 +89,26 @@ pub struct HelloOutcome {
     pub new: bool,
     /// Its hello numbering jumped: it restarted and may have lost its database.
     pub restarted: bool,
+}
+
+/// Ranks beyond this share the last stagger step (a node with more neighbours than
+/// this gets no order among its highest-ranked ones, rather than a long delay).
+pub const MAX_LOSS_RANK: u64 = 8;
+
+/// The extra silence (ms) before we declare a lost neighbour X dead: our rank among
+/// X's advertised neighbours (by node id, which every node sorts alike) times `step_ms`;
+/// 0 when X does not list us. See "Ordered loss detection" above.
+pub fn loss_stagger_ms(
+    x_neighbours: impl IntoIterator<Item = NodeId>,
+    me: &NodeId,
+    step_ms: u64,
+) -> u64 {
+    let mut v: Vec<NodeId> = x_neighbours.into_iter().collect();
+    v.sort();
+    v.dedup();
+    v.iter()
+        .position(|n| n == me)
+        .map_or(0, |r| (r as u64).min(MAX_LOSS_RANK) * step_ms)
 }
 
 /// All neighbours, per interface (by index into the configured interface list).
@@ -179,12 +205,19 @@ impl Neighbours {
         }
     }
 
-    /// Drops neighbours silent for more than `dead_ms` or whose certificate expired.
-    pub fn expire(&mut self, now_ms: u64, now_s: u64) -> Vec<(usize, NodeId)> {
+    /// Drops neighbours silent for more than `dead_ms + extra(neighbour)` or whose
+    /// certificate expired.
+    pub fn expire(
+        &mut self,
+        now_ms: u64,
+        now_s: u64,
+        extra: impl Fn(&NodeId) -> u64,
+    ) -> Vec<(usize, NodeId)> {
         let mut gone = Vec::new();
         for (i, map) in self.per_iface.iter_mut().enumerate() {
             map.retain(|id, n| {
-                let alive = now_ms.saturating_sub(n.window.last_heard_ms()) <= self.dead_ms
+                let alive = now_ms.saturating_sub(n.window.last_heard_ms())
+                    <= self.dead_ms + extra(id)
                     && now_s < n.cert_not_after;
                 if !alive {
                     gone.push((i, *id));
@@ -193,6 +226,16 @@ impl Neighbours {
             });
         }
         gone
+    }
+
+    /// When (caller's clock, ms) [`Neighbours::expire`] with the same `extra` drops the
+    /// next silent neighbour; `None` without neighbours.
+    pub fn next_expiry_ms(&self, extra: impl Fn(&NodeId) -> u64) -> Option<u64> {
+        self.per_iface
+            .iter()
+            .flat_map(|m| m.values())
+            .map(|n| n.window.last_heard_ms() + self.dead_ms + extra(&n.node) + 1)
+            .min()
     }
 
     /// Forgets every neighbour on `iface` (carrier lost).
@@ -375,15 +418,46 @@ mod tests {
     }
 
     #[test]
+    fn the_neighbours_of_a_node_are_staggered_by_rank() {
+        let id = |i: u8| NodeId([i; 32]);
+        let x_links = [id(9), id(3), id(5), id(3)];
+        assert_eq!(loss_stagger_ms(x_links, &id(3), 25), 0);
+        assert_eq!(loss_stagger_ms(x_links, &id(5), 25), 25);
+        assert_eq!(loss_stagger_ms(x_links, &id(9), 25), 50);
+        assert_eq!(loss_stagger_ms(x_links, &id(7), 25), 0, "not listed");
+        let many: Vec<NodeId> = (0..40).map(id).collect();
+        assert_eq!(
+            loss_stagger_ms(many, &id(39), 25),
+            MAX_LOSS_RANK * 25,
+            "capped"
+        );
+    }
+
+    #[test]
     fn silence_beyond_the_dead_interval_loses_the_neighbour() {
-        let mut n = Neighbours::new(1, 4000);
+        let none = |_: &NodeId| 0;
+        let mut n = Neighbours::new(2, 4000);
+        assert_eq!(n.next_expiry_ms(none), None);
         n.on_hello(0, &hello(1, 1, Some(65535)), LL, u64::MAX, &ME, 10_000);
+        n.on_hello(1, &hello(2, 1, Some(65535)), LL, u64::MAX, &ME, 10_500);
+        // The earliest deadline, and exactly when `expire` drops that neighbour.
+        assert_eq!(n.next_expiry_ms(none), Some(14_001));
         assert!(
-            n.expire(14_000, 0).is_empty(),
+            n.expire(14_000, 0, none).is_empty(),
             "exactly dead_ms of silence is still alive"
         );
-        assert_eq!(n.expire(14_001, 0), vec![(0, NodeId([1; 32]))]);
+        assert_eq!(n.expire(14_001, 0, none), vec![(0, NodeId([1; 32]))]);
+        assert_eq!(n.next_expiry_ms(none), Some(14_501));
+        // A hello moves the deadline.
+        n.on_hello(1, &hello(2, 2, Some(65535)), LL, u64::MAX, &ME, 11_000);
+        assert_eq!(n.next_expiry_ms(none), Some(15_001));
+        // The stagger delays both alike.
+        let late = |_: &NodeId| 300;
+        assert_eq!(n.next_expiry_ms(late), Some(15_301));
+        assert!(n.expire(15_300, 0, late).is_empty());
+        assert_eq!(n.expire(15_301, 0, late), vec![(1, NodeId([2; 32]))]);
         assert!(n.is_empty());
+        assert_eq!(n.next_expiry_ms(none), None);
     }
 
     #[test]
@@ -391,7 +465,7 @@ mod tests {
         let mut n = Neighbours::new(2, 4000);
         n.on_hello(0, &hello(1, 1, Some(65535)), LL, 100, &ME, 0);
         n.on_hello(1, &hello(2, 1, Some(65535)), LL, 1000, &ME, 0);
-        assert_eq!(n.expire(0, 100), vec![(0, NodeId([1; 32]))]);
+        assert_eq!(n.expire(0, 100, |_| 0), vec![(0, NodeId([1; 32]))]);
         assert_eq!(n.drop_interface(1), vec![NodeId([2; 32])]);
         assert!(n.is_empty());
     }
