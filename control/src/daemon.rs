@@ -985,19 +985,31 @@ impl Daemon {
         // Bad news on a link we keep (its cost rose): like a loss, only routes over it
         // can change, and the mesh must learn before we move them (microloop avoidance).
         let best = self.nbrs.best_links(self.now_ms(), &self.cfg.snr_policy);
-        let worse: Vec<NhKey> = links
+        let worse: Vec<(&Link, u32, u32)> = links
             .iter()
-            .filter(|(n, c)| self.advertised.get(n).is_some_and(|old| *c > old))
-            .filter_map(|(n, _)| best.get(n))
-            .map(|l| self.nh_key(l))
-            .filter(|k| self.writer.uses(k))
+            .filter_map(|(n, c)| Some((best.get(n)?, *self.advertised.get(n)?, *c)))
+            .filter(|(l, old, c)| c > old && self.writer.uses(&self.nh_key(l)))
             .collect();
         if !worse.is_empty() {
-            self.worse.extend(worse);
+            let what: Vec<String> = worse
+                .iter()
+                .map(|(l, old, c)| {
+                    format!(
+                        "{} {old}→{c} (df {:.2}, dr {:.2}, SNR {})",
+                        l.node.short(),
+                        l.df,
+                        l.dr,
+                        l.snr_db.map_or("-".into(), |d| format!("{d:.1} dB"))
+                    )
+                })
+                .collect();
+            let keys: Vec<NhKey> = worse.iter().map(|(l, ..)| self.nh_key(l)).collect();
+            self.worse.extend(keys);
             if self.hold.on_local_loss(self.now_ms()) {
                 self.hold_topo = self.prev_topo.clone();
                 log::info!(
-                    "a link cost rose: holding route changes for {} ms while the mesh converges",
+                    "link cost rose ({}): holding route changes for {} ms while the mesh converges",
+                    what.join(", "),
                     self.cfg.local_convergence_delay_ms
                 );
             }
