@@ -11,8 +11,9 @@
 //! port = 6699                             # UDP port of hellos and adverts
 //! hello_interval_ms = 1000                # hello period per interface
 //! dead_interval_ms = 4000                 # neighbour lost after this much silence (≥ 2 hellos;
-//!                                         # plus ≤ 2 hellos of stagger, see neighbour.rs)
+//!                                         # plus the loss stagger, see below)
 //! local_convergence_delay_ms = 1000       # microloop avoidance, see below (0 = off, ≤ 60000)
+//! loss_stagger_ms = 50                    # ordered loss detection, see below (0 = off, ≤ 1000)
 //! advert_refresh_s = 30                   # re-originate at least this often
 //! advert_lifetime_s = 120                 # validity of our adverts (> 2 × refresh)
 //! max_advert_lifetime_s = 3600            # longest lifetime accepted from others
@@ -74,6 +75,14 @@
 //! with no alternate are dropped meanwhile rather than looped; any other change in the
 //! mesh ends the wait at once. See `microloop`.
 //!
+//! `loss_stagger_ms`: when a node dies, all its neighbours stop hearing it at once. Each
+//! waits this long per rank among the dead node's neighbours (sorted by node id, at most
+//! 8 ranks) beyond `dead_interval_ms` before it declares the loss, so they declare one
+//! after another and each repairs knowing the earlier ones' losses; declared together,
+//! their repairs can loop. It must cover one advert crossing one hop plus a route
+//! computation on a busy router: 50 ms suits a small radio mesh; raise it on slow links.
+//! A silent link death is detected up to 8 × this later. See `neighbour`.
+//!
 //! `kernel_routes_on_exit`: what a clean stop (SIGTERM, SIGINT) does with the kernel
 //! routes this node installed. `"remove"` (the default) leaves the FIB as it was before
 //! dcmesh. `"retain"` keeps them, as FRR's `zebra -r` or BIRD's graceful restart do, so
@@ -128,6 +137,9 @@ fn d_dead() -> u64 {
 }
 fn d_lcd() -> u64 {
     1000
+}
+fn d_stagger() -> u64 {
+    50
 }
 fn d_refresh() -> u64 {
     30
@@ -260,6 +272,8 @@ pub struct RawConfig {
     pub dead_interval_ms: u64,
     #[serde(default = "d_lcd")]
     pub local_convergence_delay_ms: u64,
+    #[serde(default = "d_stagger")]
+    pub loss_stagger_ms: u64,
     #[serde(default = "d_refresh")]
     pub advert_refresh_s: u64,
     #[serde(default = "d_lifetime")]
@@ -299,6 +313,8 @@ pub struct Config {
     pub dead_interval_ms: u64,
     /// Microloop avoidance hold after losing a next hop, ms (0 = off).
     pub local_convergence_delay_ms: u64,
+    /// Extra silence per rank before a dead neighbour is declared lost, ms (0 = off).
+    pub loss_stagger_ms: u64,
     pub advert_refresh_s: u64,
     pub advert_lifetime_s: u64,
     pub max_advert_lifetime_s: u64,
@@ -422,6 +438,9 @@ impl RawConfig {
         if self.local_convergence_delay_ms > 60_000 {
             return Err(field("local_convergence_delay_ms", "must be 0..=60000 ms"));
         }
+        if self.loss_stagger_ms > 1000 {
+            return Err(field("loss_stagger_ms", "must be 0..=1000 ms"));
+        }
         if self.advert_refresh_s == 0 {
             return Err(field("advert_refresh_s", "must be at least 1 s"));
         }
@@ -514,6 +533,7 @@ impl RawConfig {
             hello_interval_ms: self.hello_interval_ms,
             dead_interval_ms: self.dead_interval_ms,
             local_convergence_delay_ms: self.local_convergence_delay_ms,
+            loss_stagger_ms: self.loss_stagger_ms,
             advert_refresh_s: self.advert_refresh_s,
             advert_lifetime_s: self.advert_lifetime_s,
             max_advert_lifetime_s: self.max_advert_lifetime_s,
@@ -610,6 +630,7 @@ mod tests {
         assert_eq!(c.port, 6699);
         assert_eq!(c.hello_interval_ms, 1000);
         assert_eq!(c.local_convergence_delay_ms, 1000);
+        assert_eq!(c.loss_stagger_ms, 50);
         assert_eq!(c.authorities.threshold(), 2);
         assert_eq!(c.interfaces[0].snr, SnrSource::Static { db: 30.0 });
         assert_eq!(c.kernel_routes_on_exit, ExitRoutes::Remove);
@@ -687,6 +708,7 @@ mod tests {
             err_field(&top("local_convergence_delay_ms = 60001")),
             "local_convergence_delay_ms"
         );
+        assert_eq!(err_field(&top("loss_stagger_ms = 1001")), "loss_stagger_ms");
         assert_eq!(err_field(&top("advert_refresh_s = 0")), "advert_refresh_s");
         assert_eq!(
             err_field(&top("advert_lifetime_s = 30")),

@@ -5,8 +5,8 @@
 //!   are read; the certificate file is re-read if it changed; expired adverts are
 //!   purged; routes are recomputed if anything changed.
 //! - the moment a neighbour has been silent for `dead_interval_ms` plus its stagger (our
-//!   rank among its neighbours × a quarter hello interval, at most two hello intervals:
-//!   see "Ordered loss detection" in `neighbour`), it is dropped.
+//!   rank among its neighbours × `loss_stagger_ms`, at most 8 ranks: see "Ordered loss
+//!   detection" in `neighbour`), it is dropped.
 //! - carrier loss (rtnetlink link event): that interface's neighbours are dropped at once.
 //! - an advert is originated when our links change (a neighbour comes or goes, or a cost
 //!   moves by more than 1/8), and at least every `advert_refresh_s`.
@@ -854,7 +854,7 @@ impl Daemon {
     /// Drops neighbours silent for longer than the dead interval plus their stagger (or
     /// with an expired certificate); returns whether any was dropped.
     fn expire_neighbours(&mut self, now: u64) -> bool {
-        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms);
+        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.loss_stagger_ms);
         let gone = self.nbrs.expire(now, unix_now(), stagger);
         for g in &gone {
             self.synced.remove(g);
@@ -865,7 +865,7 @@ impl Daemon {
                 self.ifaces[*i].name,
                 n.short(),
                 self.cfg.dead_interval_ms
-                    + loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms)(n)
+                    + loss_stagger(&self.lsdb, &self.my_id, self.cfg.loss_stagger_ms)(n)
             );
         }
         !gone.is_empty()
@@ -874,7 +874,7 @@ impl Daemon {
     /// When the next neighbour's dead interval (plus stagger) runs out; far away
     /// without neighbours.
     fn next_expiry(&self) -> tokio::time::Instant {
-        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.hello_interval_ms);
+        let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.loss_stagger_ms);
         let at = self
             .nbrs
             .next_expiry_ms(stagger)
@@ -1403,16 +1403,14 @@ impl Daemon {
 /// Whether our links moved enough to tell the mesh: a neighbour came or went, or a cost
 /// changed by more than 1/8 (smaller wobbles wait for the periodic refresh).
 /// Per lost neighbour X, the extra silence before we declare it dead: our rank among
-/// X's advertised neighbours, a quarter hello interval per rank (see "Ordered loss
-/// detection" in `neighbour`). A quarter interval leaves each earlier neighbour's
-/// advert time to flood and be computed (a few ms in the testbed).
-fn loss_stagger<'a>(lsdb: &'a Lsdb, me: &'a NodeId, hello_ms: u64) -> impl Fn(&NodeId) -> u64 + 'a {
+/// X's advertised neighbours × `step_ms` (see "Ordered loss detection" in `neighbour`).
+fn loss_stagger<'a>(lsdb: &'a Lsdb, me: &'a NodeId, step_ms: u64) -> impl Fn(&NodeId) -> u64 + 'a {
     move |x| {
         lsdb.get(x).map_or(0, |e| {
             crate::neighbour::loss_stagger_ms(
                 e.advert.links.iter().map(|l| l.neighbour),
                 me,
-                hello_ms / 4,
+                step_ms,
             )
         })
     }

@@ -14,8 +14,11 @@
 //! neighbours ([`Neighbours::expire`]'s `extra`), and wakes exactly at the earliest
 //! deadline ([`Neighbours::next_expiry_ms`]): the neighbours then declare the loss one
 //! after another, each after the previous one's advert has arrived, and repair in
-//! order. A link is usable (goes into
-//! adverts) only when both directions work: the neighbour's hello must report that it
+//! order. The step (`loss_stagger_ms`, 50 ms by default) must cover an advert crossing
+//! one hop and a route computation: at 25 ms a loaded test run still looped once.
+//!
+//! # Usable links
+//! A link is usable (goes into adverts) only when both directions work: the neighbour's hello must report that it
 //! hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
 //! us keeps its last `df` for `dead_ms` (like Babel's IHU hold time): a neighbour that
 //! restarted does not know us for one hello interval, and that must not withdraw routes
