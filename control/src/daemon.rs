@@ -611,6 +611,9 @@ impl Daemon {
                 h.node.short()
             );
             self.dirty = true;
+            if let Some(f) = &self.fib {
+                f.learn_neighbour(self.ifaces[i].index, addr, h.mac).await;
+            }
         }
         // A neighbour that is new, restarted (its hello numbering jumped) or does not
         // list us may lack our database: answer at once so it learns we hear it, and
@@ -856,17 +859,16 @@ impl Daemon {
     fn expire_neighbours(&mut self, now: u64) -> bool {
         let stagger = loss_stagger(&self.lsdb, &self.my_id, self.cfg.loss_stagger_ms);
         let gone = self.nbrs.expire(now, unix_now(), stagger);
-        for g in &gone {
-            self.synced.remove(g);
-        }
         for (i, n) in &gone {
             log::warn!(
                 "{}: neighbour {} lost (silent for {} ms)",
                 self.ifaces[*i].name,
                 n.short(),
-                self.cfg.dead_interval_ms
-                    + loss_stagger(&self.lsdb, &self.my_id, self.cfg.loss_stagger_ms)(n)
+                self.cfg.dead_interval_ms + stagger(n)
             );
+        }
+        for g in &gone {
+            self.synced.remove(g);
         }
         !gone.is_empty()
     }
@@ -1400,11 +1402,13 @@ impl Daemon {
     }
 }
 
-/// Whether our links moved enough to tell the mesh: a neighbour came or went, or a cost
-/// changed by more than 1/8 (smaller wobbles wait for the periodic refresh).
 /// Per lost neighbour X, the extra silence before we declare it dead: our rank among
 /// X's advertised neighbours × `step_ms` (see "Ordered loss detection" in `neighbour`).
-fn loss_stagger<'a>(lsdb: &'a Lsdb, me: &'a NodeId, step_ms: u64) -> impl Fn(&NodeId) -> u64 + 'a {
+fn loss_stagger<'a>(
+    lsdb: &'a Lsdb,
+    me: &'a NodeId,
+    step_ms: u64,
+) -> impl Fn(&NodeId) -> u64 + Copy + 'a {
     move |x| {
         lsdb.get(x).map_or(0, |e| {
             crate::neighbour::loss_stagger_ms(
@@ -1416,6 +1420,8 @@ fn loss_stagger<'a>(lsdb: &'a Lsdb, me: &'a NodeId, step_ms: u64) -> impl Fn(&No
     }
 }
 
+/// Whether our links moved enough to tell the mesh: a neighbour came or went, or a cost
+/// changed by more than 1/8 (smaller wobbles wait for the periodic refresh).
 pub fn links_changed(old: &BTreeMap<NodeId, u32>, new: &BTreeMap<NodeId, u32>) -> bool {
     if old.len() != new.len() || old.keys().ne(new.keys()) {
         return true;

@@ -19,6 +19,7 @@ use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
         link::{LinkAttribute, LinkFlags, State},
+        neighbour::NeighbourState,
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteVia},
         RouteNetlinkMessage,
     },
@@ -179,6 +180,26 @@ impl Fib {
             self.installed.remove(&p);
         }
         failed
+    }
+
+    /// Tells the kernel a neighbour's link-layer address, learned from its hello, as a
+    /// `stale` entry: the kernel sends to it at once and confirms it in the background.
+    /// Without it, an entry left `INCOMPLETE` while the link was down (packets queued
+    /// toward the gateway when carrier went) retries only on the kernel's 1 s timer:
+    /// measured, 815–874 ms of loss for kernel-forwarded traffic after a link came back.
+    pub async fn learn_neighbour(&self, ifindex: u32, addr: Ipv6Addr, mac: [u8; 6]) {
+        let r = self
+            .handle
+            .neighbours()
+            .add(ifindex, std::net::IpAddr::V6(addr))
+            .link_layer_address(&mac)
+            .state(NeighbourState::Stale)
+            .replace()
+            .execute()
+            .await;
+        if let Err(e) = r {
+            log::warn!("kernel neighbour {addr} on ifindex {ifindex}: {e}");
+        }
     }
 
     /// Removes every dcmesh route (shutdown).
