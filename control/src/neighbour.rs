@@ -1,9 +1,9 @@
 //! Neighbours heard on each mesh interface, and the links they make.
 //!
 //! A neighbour appears with its first valid hello and is lost when no hello arrived for
-//! `dead_ms` (checked every hello interval, so loss is detected within
-//! `dead_ms` plus a per-neighbour stagger), when its certificate expires, or at once
-//! when the interface loses carrier ([`Neighbours::drop_interface`]).
+//! `dead_ms` plus a per-neighbour stagger (below), when its certificate expires (checked
+//! every hello interval), or at once when the interface loses carrier
+//! ([`Neighbours::drop_interface`]).
 //!
 //! # Ordered loss detection
 //! When a node dies, all its neighbours stop hearing it at the same moment. Had they
@@ -18,8 +18,8 @@
 //! one hop and a route computation: at 25 ms a loaded test run still looped once.
 //!
 //! # Usable links
-//! A link is usable (goes into adverts) only when both directions work: the neighbour's hello must report that it
-//! hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
+//! A link is usable (goes into adverts) only when both directions work: the neighbour's
+//! hello must report that it hears us (`df > 0`), and we must hear it (`dr > 0`). A neighbour that stops listing
 //! us keeps its last `df` for `dead_ms` (like Babel's IHU hold time): a neighbour that
 //! restarted does not know us for one hello interval, and that must not withdraw routes
 //! its still-running datapath carries. A link that really became one-way is dropped
