@@ -993,22 +993,22 @@ impl Daemon {
             .filter(|(l, old, c)| c > old && self.writer.uses(&self.nh_key(l)))
             .collect();
         if !worse.is_empty() {
-            let what: Vec<String> = worse
-                .iter()
-                .map(|(l, old, c)| {
-                    format!(
-                        "{} {old}→{c} (df {:.2}, dr {:.2}, SNR {})",
-                        l.node.short(),
-                        l.df,
-                        l.dr,
-                        l.snr_db.map_or("-".into(), |d| format!("{d:.1} dB"))
-                    )
-                })
-                .collect();
             let keys: Vec<NhKey> = worse.iter().map(|(l, ..)| self.nh_key(l)).collect();
             self.worse.extend(keys);
             if self.hold.on_local_loss(self.now_ms()) {
                 self.hold_topo = self.prev_topo.clone();
+                let what: Vec<String> = worse
+                    .iter()
+                    .map(|(l, old, c)| {
+                        format!(
+                            "{} {old}→{c} (df {:.2}, dr {:.2}, SNR {})",
+                            l.node.short(),
+                            l.df,
+                            l.dr,
+                            l.snr_db.map_or("-".into(), |d| format!("{d:.1} dB"))
+                        )
+                    })
+                    .collect();
                 log::info!(
                     "link cost rose ({}): holding route changes for {} ms while the mesh converges",
                     what.join(", "),
